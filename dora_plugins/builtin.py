@@ -1,0 +1,35 @@
+"""The built-in plugin: the paper's adapter presets, the eight benchmarks, the extractors."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+def _dora(**overrides):
+    from .config import DoraConfig
+
+    return DoraConfig(**overrides)
+
+
+def _dora_half(**overrides):
+    from .config import DoraConfig
+
+    return DoraConfig(**{"r": 16, "lora_alpha": 32, **overrides})
+
+
+def _lora(**overrides):
+    from peft import LoraConfig
+
+    from .config import PAPER_TARGET_MODULES
+
+    defaults = dict(
+        r=32, lora_alpha=64, lora_dropout=0.05, target_modules=list(PAPER_TARGET_MODULES), task_type="CAUSAL_LM"
+    )
+    return LoraConfig(**{**defaults, **overrides})
+
+
+@hookimpl
+def dora_adapter_presets(register):
+    register("dora", _dora, "DoRA as in the paper: r=32, alpha=64, dropout 0.05, q,k,v,up,down")
+    register("dora_half", _dora_half, "DoRA-dagger (half rank): r=16, alpha=32")
+    register("lora", _lora, "LoRA baseline: r=32, alpha=64, dropout 0.05, q,k,v,up,down")

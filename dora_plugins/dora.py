@@ -1,0 +1,93 @@
+"""The DoRA computation (Liu et al. 2024, arXiv 2402.09353), free of any PEFT machinery.
+
+For a frozen linear layer ``W0`` (out, in), LoRA factors ``B`` (out, r) and ``A`` (r, in),
+scaling ``s`` and a trainable magnitude ``m`` (out):
+
+    W' = m * (W0 + s*B@A) / ||W0 + s*B@A||_row                     (eq. 1 of the paper)
+
+The row norm is computed from the factors, so neither ``W0 + s*B@A`` (out, in) nor an
+(in, in) identity matrix is ever built:
+
+    ||W0_i + s(BA)_i||^2 = ||W0_i||^2 + 2s <(W0 A^T)_i, B_i> + s^2 B_i (A A^T) B_i^T
+
+Forward, as the paper's code and PEFT apply dropout (section 4.3 detaches the norm):
+
+    y = W0 x + (g - 1) * (W0 drop(x)) + g * s * B A drop(x) + bias,   g = m / norm
+
+which, without dropout, is ``g * (W0 x + s B A x) + bias`` and reuses the base output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# A zero row of W0 has norm 0 at initialisation; without a floor, m / norm is 0 / 0 (PEFT issue 2049).
+NORM_EPS = 1e-12
+
+
+def base_row_norm_sq(weight: torch.Tensor) -> torch.Tensor:
+    """``||W0_i||^2`` per output row, in fp32: constant while W0 is frozen, so callers cache it."""
+    return weight.detach().float().pow(2).sum(dim=1)  # (out,)
+
+
+def weight_norm(
+    weight: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    scaling: float,
+    weight_sq: torch.Tensor,
+) -> torch.Tensor:
+    """Row norms of ``W0 + s*B@A`` (out,), in fp32, from the factors (see the module docstring)."""
+    a = lora_A.float()  # (r, in)
+    b = lora_B.float()  # (out, r)
+    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().float()  # W0 A^T: (out, r)
+    cross = (w_a * b).sum(dim=1)  # (out,)
+    quad = ((b @ (a @ a.t())) * b).sum(dim=1)  # (out,)
+    norm_sq = weight_sq + 2 * scaling * cross + scaling**2 * quad
+    return norm_sq.clamp_min(NORM_EPS**2).sqrt()
+
+
+def dora_forward(
+    x: torch.Tensor,
+    result: torch.Tensor,
+    *,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    scaling: float,
+    magnitude: torch.Tensor,
+    norm: torch.Tensor,
+    dropout: torch.nn.Module | None,
+) -> torch.Tensor:
+    """The layer output given ``result = W0 x + bias``; ``dropout`` None means no dropout is active."""
+    g = (magnitude / norm).to(result.dtype)  # (out,)
+    if dropout is None:
+        base = result if bias is None else result - bias
+        out = g * (base + scaling * F.linear(F.linear(x, lora_A), lora_B))
+        return out if bias is None else out + bias
+    x = dropout(x)
+    base_dropped = F.linear(x, weight.to(x.dtype))
+    lora = F.linear(F.linear(x, lora_A), lora_B)
+    return result + (g - 1) * base_dropped + g * scaling * lora
+
+
+def merged_weight(
+    weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, magnitude: torch.Tensor,
+    norm: torch.Tensor,
+) -> torch.Tensor:
+    """``W' = m/norm * (W0 + s*B@A)``, in the dtype of W0 (computed in fp32)."""
+    delta = scaling * (lora_B.float() @ lora_A.float())  # (out, in)
+    g = (magnitude.float() / norm).unsqueeze(1)  # (out, 1)
+    return (g * (weight.float() + delta)).to(weight.dtype)
+
+
+def unmerged_weight(
+    merged: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, magnitude: torch.Tensor,
+    norm: torch.Tensor,
+) -> torch.Tensor:
+    """Inverse of :func:`merged_weight` given the norm used to merge: ``W0 = W' * norm/m - s*B@A``."""
+    delta = scaling * (lora_B.float() @ lora_A.float())
+    g = (magnitude.float() / norm).unsqueeze(1)
+    return (merged.float() / g - delta).to(merged.dtype)

@@ -1,0 +1,1 @@
+"""TRL integration for dora-plugins (filled in by the TRL issue)."""
