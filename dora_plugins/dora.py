@@ -26,9 +26,14 @@ import torch.nn.functional as F
 NORM_EPS = 1e-12
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half precisions, the input's own dtype when it is wider (float64 for gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def base_row_norm_sq(weight: torch.Tensor) -> torch.Tensor:
-    """``||W0_i||^2`` per output row, in fp32: constant while W0 is frozen, so callers cache it."""
-    return weight.detach().float().pow(2).sum(dim=1)  # (out,)
+    """``||W0_i||^2`` per output row, in at least fp32: constant while W0 is frozen, so callers cache it."""
+    return weight.detach().to(accumulation_dtype(weight.dtype)).pow(2).sum(dim=1)  # (out,)
 
 
 def weight_norm(
@@ -38,10 +43,11 @@ def weight_norm(
     scaling: float,
     weight_sq: torch.Tensor,
 ) -> torch.Tensor:
-    """Row norms of ``W0 + s*B@A`` (out,), in fp32, from the factors (see the module docstring)."""
-    a = lora_A.float()  # (r, in)
-    b = lora_B.float()  # (out, r)
-    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().float()  # W0 A^T: (out, r)
+    """Row norms of ``W0 + s*B@A`` (out,), in at least fp32, from the factors (see the module docstring)."""
+    acc = accumulation_dtype(lora_A.dtype)
+    a = lora_A.to(acc)  # (r, in)
+    b = lora_B.to(acc)  # (out, r)
+    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().to(acc)  # W0 A^T: (out, r)
     cross = (w_a * b).sum(dim=1)  # (out,)
     quad = ((b @ (a @ a.t())) * b).sum(dim=1)  # (out,)
     norm_sq = weight_sq + 2 * scaling * cross + scaling**2 * quad
@@ -77,10 +83,11 @@ def merged_weight(
     weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, magnitude: torch.Tensor,
     norm: torch.Tensor,
 ) -> torch.Tensor:
-    """``W' = m/norm * (W0 + s*B@A)``, in the dtype of W0 (computed in fp32)."""
-    delta = scaling * (lora_B.float() @ lora_A.float())  # (out, in)
-    g = (magnitude.float() / norm).unsqueeze(1)  # (out, 1)
-    return (g * (weight.float() + delta)).to(weight.dtype)
+    """``W' = m/norm * (W0 + s*B@A)``, in the dtype of W0 (computed in at least fp32)."""
+    acc = accumulation_dtype(weight.dtype)
+    delta = scaling * (lora_B.to(acc) @ lora_A.to(acc))  # (out, in)
+    g = (magnitude.to(acc) / norm).unsqueeze(1)  # (out, 1)
+    return (g * (weight.to(acc) + delta)).to(weight.dtype)
 
 
 def unmerged_weight(
@@ -88,6 +95,7 @@ def unmerged_weight(
     norm: torch.Tensor,
 ) -> torch.Tensor:
     """Inverse of :func:`merged_weight` given the norm used to merge: ``W0 = W' * norm/m - s*B@A``."""
-    delta = scaling * (lora_B.float() @ lora_A.float())
-    g = (magnitude.float() / norm).unsqueeze(1)
-    return (merged.float() / g - delta).to(merged.dtype)
+    acc = accumulation_dtype(merged.dtype)
+    delta = scaling * (lora_B.to(acc) @ lora_A.to(acc))
+    g = (magnitude.to(acc) / norm).unsqueeze(1)
+    return (merged.to(acc) / g - delta).to(merged.dtype)
