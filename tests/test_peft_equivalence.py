@@ -138,7 +138,7 @@ def test_full_norm_gradient_passes_gradcheck():
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
 
     def fn(x, *values):
-        return torch.func.functional_call(model, dict(zip(names, values)), (x,))
+        return torch.func.functional_call(model, dict(zip(names, values, strict=True)), (x,))
 
     assert torch.autograd.gradcheck(fn, (x, *params.values()))
 
