@@ -33,3 +33,19 @@ def dora_adapter_presets(register):
     register("dora", _dora, "DoRA as in the paper: r=32, alpha=64, dropout 0.05, q,k,v,up,down")
     register("dora_half", _dora_half, "DoRA-dagger (half rank): r=16, alpha=32")
     register("lora", _lora, "LoRA baseline: r=32, alpha=64, dropout 0.05, q,k,v,up,down")
+
+
+@hookimpl
+def dora_benchmarks(register):
+    from .benchmarks import BENCHMARKS
+
+    for benchmark in BENCHMARKS:
+        register(benchmark)
+
+
+@hookimpl
+def dora_answer_extractors(register):
+    from .extract import improved, original
+
+    register("original", original, "The paper's: first case-sensitive label match anywhere in the response")
+    register("improved", improved, "What the model answered; echoes, contradictions and garbage give ''")

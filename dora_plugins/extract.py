@@ -1,0 +1,178 @@
+"""Answer extractors: the paper's ``original`` and a stricter ``improved``.
+
+``original`` is ``extract_answer`` of NVlabs/DoRA ``commonsense_reasoning/commonsense_evaluate.py``
+(inherited from LLM-Adapters): the first case-sensitive match of the label alternation, anywhere,
+so that it also credits echoes of the prompt's ``Answer format: a/b/c`` line.
+
+``improved`` returns what the model actually answered, and "" when it gave no answer:
+labels in any case and common spelling (``Answer 2``, ``ANSWER2``, ``True``) but never inside a
+longer token (``answer12``); an explicit statement (``the correct answer is X``, ``Answer: X``)
+wins over other mentions; echoes of the format line, of slash lists and of the option list
+(``Answer1: ...``) do not count, nor do labels outside the item's range or after "not"; an
+option's text maps to its label; two different answers give "". Every pattern has bounded
+quantifiers only, so the time is linear in the length of the text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .prompts import RESPONSE_MARKER
+
+# The paper's patterns, per benchmark (case-sensitive, no word boundaries, first match wins).
+PAPER_PATTERNS = {
+    "boolq": r"true|false",
+    "piqa": r"solution1|solution2",
+    "social_i_qa": r"answer1|answer2|answer3|answer4|answer5",
+    "ARC-Challenge": r"answer1|answer2|answer3|answer4|answer5",
+    "ARC-Easy": r"answer1|answer2|answer3|answer4|answer5",
+    "openbookqa": r"answer1|answer2|answer3|answer4|answer5",
+    "hellaswag": r"ending1|ending2|ending3|ending4",
+    "winogrande": r"option1|option2",
+}
+
+_FORMAT_LINE = re.compile(r"answer format:[^\n]*", re.IGNORECASE)
+_CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\s{0,3}[\"'*(\[]{0,2}\s{0,2}$", re.I)
+_NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$", re.IGNORECASE)
+_LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$", re.IGNORECASE)
+_LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _response(text: str) -> str:
+    """The text after the last ``### Response:``, stripped, as the paper's script gives it to the extractor."""
+    return text.split(RESPONSE_MARKER)[-1].strip()
+
+
+def _get_labels(benchmark: str) -> tuple[str, ...]:
+    from .benchmarks import get_benchmark
+
+    return get_benchmark(benchmark).labels
+
+
+def original(text: str, benchmark: str, options: list[str] | None = None) -> str:
+    """The paper's extractor, bit for bit: first case-sensitive match, or "". ``options`` is ignored.
+
+    Benchmarks from plugins use the alternation of their labels, in the same first-match way.
+    """
+    pattern = PAPER_PATTERNS.get(benchmark) or "|".join(map(re.escape, _get_labels(benchmark)))
+    found = re.findall(pattern, _response(text))
+    return found[0] if found else ""
+
+
+@dataclass(frozen=True)
+class _Mention:
+    label: str | None  # None when out of the item's range
+    start: int
+    end: int
+    explicit: bool  # right after "answer is" / "Answer:" ...
+    echo: bool  # part of a slash list or of an option list ("Answer1: ...")
+    negated: bool
+
+
+@lru_cache(maxsize=64)
+def _mention_pattern(labels: tuple[str, ...]) -> tuple[re.Pattern, str | None]:
+    """A pattern that finds any spelling of the labels; and the shared prefix when they are ``<prefix><n>``."""
+    prefixes = {label.rstrip("0123456789") for label in labels}
+    prefix = prefixes.pop() if len(prefixes) == 1 else None
+    if prefix and all(label != prefix and label[len(prefix) :].isdigit() for label in labels):
+        body = rf"{re.escape(prefix)}[ _-]?(\d{{1,3}})"
+    else:
+        prefix = None
+        body = "(" + "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True)) + ")"
+    return re.compile(rf"(?<![a-z0-9]){body}(?![a-z0-9])", re.IGNORECASE), prefix
+
+
+def _canonical(match: re.Match, prefix: str | None, in_range: tuple[str, ...]) -> str | None:
+    if prefix is None:
+        found = match.group(1).lower()
+        return next((label for label in in_range if label.lower() == found), None)
+    label = f"{prefix}{int(match.group(1))}"
+    return label if label in in_range else None
+
+
+def _mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) -> list[_Mention]:
+    pattern, prefix = _mention_pattern(labels)
+    mentions = []
+    for match in pattern.finditer(response):
+        start, end = match.span()
+        before = response[max(0, start - _LOOKBACK) : start]
+        after = response[end : end + 3].lstrip(" ")
+        explicit = bool(_CUE.search(before))
+        listed = after.startswith(":") and prefix is not None and not explicit  # "Answer1: <option text>"
+        echo = listed or before.endswith("/") or after.startswith("/")
+        negated = bool(_NEGATION.search(before))
+        mentions.append(_Mention(_canonical(match, prefix, in_range), start, end, explicit, echo, negated))
+    return mentions
+
+
+def _joined_to_next(response: str, mentions: list[_Mention], i: int) -> bool:
+    """True when mention i is followed by ``or``/``and``/``,`` and another label: "answer1 or answer2"."""
+    if i + 1 >= len(mentions):
+        return False
+    between = response[mentions[i].end : mentions[i + 1].start]
+    return len(between) <= 12 and bool(_LIST_JOINER.search(between))
+
+
+def _decide(response: str, mentions: list[_Mention]) -> str | None:
+    """The one answer the mentions state; "" when they contradict; None when they state nothing."""
+    explicit = [i for i, m in enumerate(mentions) if m.explicit and not m.echo and not m.negated and m.label]
+    if explicit:
+        if any(_joined_to_next(response, mentions, i) for i in explicit):
+            return ""
+        found = {mentions[i].label for i in explicit}
+        return found.pop() if len(found) == 1 else ""
+    plain = {m.label for m in mentions if not m.echo and not m.negated and m.label}
+    if len(plain) > 1:
+        return ""
+    return plain.pop() if plain else None
+
+
+def _normalise(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _from_option_text(response: str, options: list[str], in_range: tuple[str, ...]) -> str:
+    """The label whose option text the response contains, when exactly one (not counting shorter ones it contains)."""
+    said = f" {_normalise(response)} "
+    texts = [_normalise(option) for option in options[: len(in_range)]]
+    hits = [i for i, text in enumerate(texts) if text and f" {text} " in said]
+    hits = [i for i in hits if not any(j != i and texts[i] in texts[j] and texts[i] != texts[j] for j in hits)]
+    return in_range[hits[0]] if len(hits) == 1 and len({texts[i] for i in hits}) == 1 else ""
+
+
+def improved(text: str, benchmark: str, options: list[str] | None = None) -> str:
+    """The label the model answered (see the module docstring for the rules), or "" when it gave none.
+
+    ``options`` are the item's answer texts in label order: they set the range (answer5 is out of
+    range on a 4-option item) and let a written-out option count as its label.
+    """
+    labels = _get_labels(benchmark)
+    numbered = _mention_pattern(labels)[1] is not None
+    in_range = labels[: len(options)] if options and numbered else labels
+    response = _FORMAT_LINE.sub(" ", _response(text))
+    mentions = _mentions(response, labels, in_range)
+    decided = _decide(response, mentions)
+    if decided is not None:
+        return decided
+    if not options or any(m.echo for m in mentions):
+        return ""
+    return _from_option_text(response, list(options), in_range)
+
+
+def extract_answer(text: str, benchmark: str, method: str = "improved", options: list[str] | None = None) -> str:
+    """The label answered in ``text`` ("true", "solution2", "answer3", ...) or "" when none, by ``method``.
+
+    ``method`` names a registered extractor: "original" (the paper's), "improved", or one from a plugin.
+    """
+    from .plugins import get_answer_extractors
+
+    extractors = get_answer_extractors()
+    if method not in extractors:
+        raise ValueError(
+            f"Unknown answer extractor '{method}'. Available: {', '.join(extractors)}. "
+            "Extractors come from the dora_answer_extractors hook ('dora plugins' lists them)."
+        )
+    return extractors[method].value(text, benchmark, options)
