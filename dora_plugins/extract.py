@@ -38,7 +38,7 @@ _CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$", re.IGNORECASE)
 _LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$", re.IGNORECASE)
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")
 
 
 def _response(text: str) -> str:
@@ -124,7 +124,9 @@ def _decide(response: str, mentions: list[_Mention]) -> str | None:
             return ""
         found = {mentions[i].label for i in explicit}
         return found.pop() if len(found) == 1 else ""
-    plain = {m.label for m in mentions if not m.echo and not m.negated and m.label}
+    if any(m.echo for m in mentions):
+        return ""  # reciting the option list or the format: whatever else it names is not an answer
+    plain = {m.label for m in mentions if not m.negated and m.label}
     if len(plain) > 1:
         return ""
     return plain.pop() if plain else None
@@ -135,12 +137,16 @@ def _normalise(text: str) -> str:
 
 
 def _from_option_text(response: str, options: list[str], in_range: tuple[str, ...]) -> str:
-    """The label whose option text the response contains, when exactly one (not counting shorter ones it contains)."""
+    """The label of the one option whose text makes up at least half of the response's words, else "".
+
+    An option that is part of a longer option that also matches does not count ("ice" in "ice cream").
+    """
     said = f" {_normalise(response)} "
+    n_words = len(said.split())
     texts = [_normalise(option) for option in options[: len(in_range)]]
-    hits = [i for i, text in enumerate(texts) if text and f" {text} " in said]
-    hits = [i for i in hits if not any(j != i and texts[i] in texts[j] and texts[i] != texts[j] for j in hits)]
-    return in_range[hits[0]] if len(hits) == 1 and len({texts[i] for i in hits}) == 1 else ""
+    hits = [i for i, text in enumerate(texts) if text and f" {text} " in said and 2 * len(text.split()) >= n_words]
+    longest = [i for i in hits if not any(texts[i] != texts[j] and texts[i] in texts[j] for j in hits)]
+    return in_range[longest[0]] if len(longest) == 1 else ""
 
 
 def improved(text: str, benchmark: str, options: list[str] | None = None) -> str:
@@ -157,7 +163,7 @@ def improved(text: str, benchmark: str, options: list[str] | None = None) -> str
     decided = _decide(response, mentions)
     if decided is not None:
         return decided
-    if not options or any(m.echo for m in mentions):
+    if not options:
         return ""
     return _from_option_text(response, list(options), in_range)
 
