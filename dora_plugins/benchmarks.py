@@ -94,7 +94,7 @@ def _multiple_choice(question_field: str) -> Callable[[Mapping], dict]:
     def to_item(row: Mapping) -> dict:
         options, keys = list(row["choices"]["text"]), list(row["choices"]["label"])
         if row["answerKey"] not in keys:
-            raise KeyError(f"answerKey (value {row['answerKey']!r} is not one of choices.label {keys})")
+            raise ValueError(f"answerKey {row['answerKey']!r} is not one of choices.label {keys}")
         instruction = (
             f"Please choose the correct answer to the question: {row[question_field]}\n\n"
             f"{_numbered('Answer', options)}\n\n{_answer_format('answer', len(options))}"
@@ -134,8 +134,9 @@ def get_benchmark(name: str) -> Benchmark:
 
     registered = get_benchmarks()
     if name not in registered:
-        close = difflib.get_close_matches(name, list(registered), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        by_lower = {known.lower(): known for known in registered}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+        hint = f" Did you mean '{by_lower[close[0]]}'?" if close else ""
         raise DataError(f"Unknown benchmark '{name}'.{hint} Available: {', '.join(registered)}")
     return registered[name].value
 
@@ -150,10 +151,10 @@ def from_hf(benchmark: str, row: Mapping, index: int | None = None) -> dict:
         return spec.to_item(row)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         where = f"row {index}" if index is not None else "a row"
-        field = repr(exc.args[0]) if isinstance(exc, KeyError) and exc.args else f"({type(exc).__name__}: {exc})"
+        problem = f"has no field {exc}" if isinstance(exc, KeyError) else f"is invalid: {type(exc).__name__}: {exc}"
         keys = sorted(row) if isinstance(row, Mapping) else type(row).__name__
         raise DataError(
-            f"{benchmark}: {where} lacks a usable field {field}. Rows must follow the schema of "
+            f"{benchmark}: {where} {problem}. Rows must follow the schema of "
             f"{spec.hf_path} ({spec.hf_name or 'default'}, {spec.hf_split}); this row has: {keys}"
         ) from exc
 
