@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 from .prompts import RESPONSE_MARKER
 
@@ -35,9 +36,15 @@ PAPER_PATTERNS = {
 
 _FORMAT_LINE = re.compile(r"answer format:[^\n]*", re.IGNORECASE)
 _CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\s{0,3}[\"'*(\[]{0,2}\s{0,2}$", re.I)
+_CUE_PHRASE = re.compile(
+    r"\b(?:the\s{1,3})?(?:correct\s{1,3}|right\s{1,3}|final\s{1,3}|best\s{1,3})?(?:answer|solution|ending|option|choice)"
+    r"\s{0,3}(?:is\b|:)",
+    re.IGNORECASE,
+)
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$", re.IGNORECASE)
 _LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$", re.IGNORECASE)
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
+MAX_MENTIONS = 64  # a 32-token answer names a few labels; a text naming more than this is not an answer
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -93,16 +100,22 @@ def _canonical(match: re.Match, prefix: str | None, in_range: tuple[str, ...]) -
     return label if label in in_range else None
 
 
-def _mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) -> list[_Mention]:
+def _mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) -> list[_Mention] | None:
+    """Every label mention, classified; None when there are more than MAX_MENTIONS (that is no answer)."""
     pattern, prefix = _mention_pattern(labels)
+    matches = list(islice(pattern.finditer(response), MAX_MENTIONS + 1))
+    if len(matches) > MAX_MENTIONS:
+        return None
+    # "Answer1: <text>" recites the option list, unless the response opens with it and names no other that way.
+    colon = [prefix is not None and response[m.end() : m.end() + 3].lstrip(" ").startswith(":") for m in matches]
+    opens_with_one = sum(colon) == 1 and colon[0] and matches[0].start() == 0
+    reciting = any(colon) and not opens_with_one
     mentions = []
-    for match in pattern.finditer(response):
+    for match, listed in zip(matches, colon, strict=True):
         start, end = match.span()
         before = response[max(0, start - _LOOKBACK) : start]
-        after = response[end : end + 3].lstrip(" ")
         explicit = bool(_CUE.search(before))
-        listed = after.startswith(":") and prefix is not None and not explicit  # "Answer1: <option text>"
-        echo = listed or before.endswith("/") or after.startswith("/")
+        echo = (listed and reciting and not explicit) or before.endswith("/") or response[end : end + 1] == "/"
         negated = bool(_NEGATION.search(before))
         mentions.append(_Mention(_canonical(match, prefix, in_range), start, end, explicit, echo, negated))
     return mentions
@@ -141,7 +154,7 @@ def _from_option_text(response: str, options: list[str], in_range: tuple[str, ..
 
     An option that is part of a longer option that also matches does not count ("ice" in "ice cream").
     """
-    said = f" {_normalise(response)} "
+    said = f" {_normalise(_CUE_PHRASE.sub(' ', response))} "
     n_words = len(said.split())
     texts = [_normalise(option) for option in options[: len(in_range)]]
     hits = [i for i, text in enumerate(texts) if text and f" {text} " in said and 2 * len(text.split()) >= n_words]
@@ -160,6 +173,8 @@ def improved(text: str, benchmark: str, options: list[str] | None = None) -> str
     in_range = labels[: len(options)] if options and numbered else labels
     response = _FORMAT_LINE.sub(" ", _response(text))
     mentions = _mentions(response, labels, in_range)
+    if mentions is None:
+        return ""
     decided = _decide(response, mentions)
     if decided is not None:
         return decided
