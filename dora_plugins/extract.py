@@ -41,6 +41,7 @@ _CUE_PHRASE = re.compile(
     r"\s{0,3}(?:is\b|:)",
     re.IGNORECASE,
 )
+_CUE_WORDS = 4  # the most words _CUE_PHRASE removes
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$", re.IGNORECASE)
 _LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$", re.IGNORECASE)
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
@@ -153,10 +154,13 @@ def _from_option_text(response: str, options: list[str], in_range: tuple[str, ..
     """The label of the one option whose text makes up at least half of the response's words, else "".
 
     An option that is part of a longer option that also matches does not count ("ice" in "ice cream").
+    One cue phrase ("the correct answer is") is not counted.
     """
-    said = f" {_normalise(_CUE_PHRASE.sub(' ', response))} "
-    n_words = len(said.split())
     texts = [_normalise(option) for option in options[: len(in_range)]]
+    if len(response.split()) > 2 * max(len(text.split()) for text in texts) + _CUE_WORDS:
+        return ""  # too long to be mostly one option's text (and so never slow on long junk)
+    said = f" {_normalise(_CUE_PHRASE.sub(' ', response, count=1))} "
+    n_words = len(said.split())
     hits = [i for i, text in enumerate(texts) if text and f" {text} " in said and 2 * len(text.split()) >= n_words]
     longest = [i for i in hits if not any(texts[i] != texts[j] and texts[i] in texts[j] for j in hits)]
     return in_range[longest[0]] if len(longest) == 1 else ""
