@@ -1,0 +1,37 @@
+"""``DoraArguments``: the options ``dora sft`` adds to TRL's (``ScriptArguments``, ``SFTConfig``, ``ModelConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DoraArguments:
+    """Adapter preset, DoRA options and the LLM-Adapters data options of the paper's ``finetune.py``."""
+
+    preset: str = field(
+        default="dora",
+        metadata={
+            "help": "Adapter preset (see 'dora plugins'): dora (r=32), dora_half (DoRA-dagger, r=16), lora, or a "
+            "plugin's. The --lora_* flags override its values."
+        },
+    )
+    detach_norm: bool = field(
+        default=True,
+        metadata={"help": "DoRA presets: treat the weight norm as a constant in backward (paper section 4.3)."},
+    )
+    train_on_inputs: bool = field(
+        default=True,
+        metadata={
+            "help": "Loss on the whole text, as the paper (finetune.py train_on_inputs=True); false: loss on the "
+            "response only (prompt tokens masked)."
+        },
+    )
+    val_set_size: int = field(
+        default=0,
+        metadata={"help": "Records held out for evaluation (the paper: 120, split with seed 42); 0: none."},
+    )
+    merged_output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Also write the base model with the adapter merged in here (a plain transformers model)."},
+    )

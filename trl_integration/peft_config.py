@@ -1,0 +1,74 @@
+"""The PEFT config of a ``dora sft`` run: a registered preset, overridden by TRL's ``--lora_*`` flags.
+
+TRL's ``ModelConfig`` flags keep their meaning (``--lora_r``, ``--lora_alpha``, ``--lora_dropout``,
+``--lora_target_modules``, ``--use_rslora``, ``--lora_modules_to_save``, ...); a flag left unset
+keeps the preset's value, which is why the ``dora sft`` parser gives the rank, alpha, dropout and
+targets a default of None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+
+from dora_plugins import adapter_config
+
+# ModelConfig field -> LoraConfig field, passed on only when set (not None / not False).
+_OVERRIDES = {
+    "lora_r": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "target_modules",
+    "lora_target_parameters": "target_parameters",
+    "lora_modules_to_save": "modules_to_save",
+    "use_rslora": "use_rslora",
+}
+
+
+def build_peft_config(preset: str, model_args=None, detach_norm: bool = True):
+    """``adapter_config(preset)`` with the ``--lora_*`` values that ``model_args`` (TRL ModelConfig) sets."""
+    overrides = {}
+    for source, target in _OVERRIDES.items():
+        value = getattr(model_args, source, None)
+        if value is not None and value is not False:
+            overrides[target] = value
+    targets = overrides.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear" and re.fullmatch(r"[\w.]+", targets):
+        overrides["target_modules"] = [targets]  # TRL turns a one-item list into a string, which PEFT reads as a regex
+    config = adapter_config(preset, **overrides)
+    if getattr(model_args, "use_dora", False) and not config.use_dora:
+        raise ValueError(f"--use_dora was given but preset '{preset}' is not DoRA; use --preset dora or dora_half.")
+    fields = {f.name for f in dataclasses.fields(config)}
+    if "detach_norm" in fields:
+        config.detach_norm = detach_norm
+    elif not detach_norm:
+        raise ValueError(f"detach_norm=False needs a DoRA preset; preset '{preset}' is {type(config).__name__}.")
+    return config
+
+
+def check_target_modules(model, peft_config) -> None:
+    """Raise a clear ``ValueError`` when a target module name matches no module of ``model``."""
+    targets = peft_config.target_modules
+    if not targets or isinstance(targets, str):  # a regex or "all-linear": PEFT checks those itself
+        return
+    names = [name for name, _ in model.named_modules()]
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return
+    hints = "".join(
+        f" Did you mean '{close[0]}' for '{name}'?"
+        for name in missing
+        if (close := difflib.get_close_matches(name, linear, n=1))
+    )
+    raise ValueError(
+        f"Target module(s) {missing} not found in {type(model).__name__}.{hints} Its linear layers are: "
+        f"{', '.join(linear)}. Set --lora_target_modules (target_modules=...) to some of them."
+    )
+
+
+def _is_linear(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2 style layers
