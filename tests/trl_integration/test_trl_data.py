@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from trl_integration.data import IGNORE_INDEX, load_records, sft_datasets, tokenize_record
 
 # finetune.py's generate_prompt, written out: TWO spaces after "request.", 16-space indents, a 16-space blank line.
