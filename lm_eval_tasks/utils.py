@@ -1,0 +1,57 @@
+"""Dataset loading, prompt and scoring of the ``dora_*`` tasks (referenced from ``_template_yaml``).
+
+Docs are ``{"benchmark", "instruction", "answer", "options"}``. By default they are built from the
+benchmark's canonical Hugging Face dataset by ``dora_plugins.benchmarks.from_hf``; with
+``--metadata '{"data_dir": DIR}'`` they are read from LLM-Adapters' ``DIR/<benchmark>/test.json``
+(the files the DoRA paper scored on), offline. lm-eval passes the task metadata, which includes
+``--metadata`` and the model arguments, to :func:`load_docs` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import datasets
+
+from dora_plugins.benchmarks import DataError, from_hf, get_benchmark, load_llm_adapters
+from dora_plugins.prompts import eval_prompt
+
+SPLIT = "test"  # the one split load_docs returns; _template_yaml names it as test_split
+DOC_FIELDS = ("instruction", "answer", "options")
+
+
+def load_docs(benchmark: str, data_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
+    """The docs of one benchmark: from ``data_dir`` (LLM-Adapters layout) if given, else from Hugging Face."""
+    if data_dir:
+        items = load_llm_adapters(data_dir, benchmark)
+    else:
+        items = docs_from_hf(benchmark, _load_hf_rows(benchmark))
+    docs = [{"benchmark": benchmark, **{key: item[key] for key in DOC_FIELDS}} for item in items]
+    return datasets.DatasetDict({SPLIT: datasets.Dataset.from_list(docs)})
+
+
+def docs_from_hf(benchmark: str, rows: Iterable[Mapping]) -> list[dict]:
+    """LLM-Adapters' instruction, answer and options for each row of the benchmark's HF dataset, in order."""
+    return [from_hf(benchmark, row, index=i) for i, row in enumerate(rows)]
+
+
+def _load_hf_rows(benchmark: str) -> datasets.Dataset:
+    spec = get_benchmark(benchmark)
+    try:
+        return datasets.load_dataset(spec.hf_path, spec.hf_name, split=spec.hf_split)
+    except Exception as exc:
+        source = f"{spec.hf_path} ({spec.hf_name or 'default'}, {spec.hf_split})"
+        raise DataError(
+            f"{benchmark}: could not load the Hugging Face dataset {source}: {type(exc).__name__}: {exc}. "
+            'Offline, pass LLM-Adapters\' dataset/ folder instead: --metadata \'{"data_dir": "/path/to/dataset"}\''
+        ) from exc
+
+
+def doc_to_text(doc: Mapping) -> str:
+    """The paper's evaluation prompt around the doc's instruction, byte for byte."""
+    return eval_prompt(doc["instruction"])
+
+
+def process_results(doc: Mapping, results: list[str]) -> dict[str, float]:
+    """``acc``: 1.0 when the filter's extracted label is the doc's answer."""
+    return {"acc": float(results[0] == doc["answer"])}
