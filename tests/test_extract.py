@@ -353,3 +353,12 @@ def test_plugin_benchmarks_work_with_both_extractors():
         pm.unregister(name="quiz-plugin")
     with pytest.raises(ValueError, match="Unknown benchmark 'quiz'"):
         improved("yes", "quiz")
+
+
+def test_readme_extractor_examples():
+    echo = "asz123456789\n\nAnswer format: ending1/ending2/ending3/ending4"
+    assert extract_answer("ANSWER3", "ARC-Easy") == "answer3"
+    assert extract_answer("ANSWER3", "ARC-Easy", method="original") == ""
+    assert extract_answer("the correct answer is Maria", "winogrande", options=["Sarah", "Maria"]) == "option2"
+    assert extract_answer(echo, "hellaswag") == ""
+    assert extract_answer(echo, "hellaswag", method="original") == "ending1"

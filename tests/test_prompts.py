@@ -12,7 +12,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Written out by hand from commonsense_evaluate.py / finetune.py (generate_prompt), not from our templates.
 PAPER_EVAL = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request. "
-    "\n\n                ### Instruction:\n                {instruction}\n\n                ### Response:\n                "
+    "\n\n                ### Instruction:\n                {instruction}\n\n"
+    "                ### Response:\n                "
 )
 PAPER_TRAIN = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.  "
@@ -57,7 +58,8 @@ def test_braces_in_instructions_are_kept_verbatim():
 def test_prompts_wrap_real_instructions_unchanged():
     item = json.loads((DATA / "llm_adapters" / "boolq" / "test.json").read_text())[0]
     prompt = eval_prompt(item["instruction"])
-    assert prompt.split("### Instruction:\n" + " " * 16)[1].split("\n\n" + " " * 16 + "### Response:")[0] == item[
-        "instruction"
-    ]
+    assert (
+        prompt.split("### Instruction:\n" + " " * 16)[1].split("\n\n" + " " * 16 + "### Response:")[0]
+        == item["instruction"]
+    )
     assert train_text(item["instruction"], item["output"]).endswith(" " * 16 + item["output"])

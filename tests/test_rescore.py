@@ -152,3 +152,14 @@ def test_dora_rescore_console_script(tmp_path):
     done = subprocess.run([*command, "rescore", str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "boolq" in done.stdout and "72.73%" in done.stdout  # 80 of 110 with both extractors
+
+
+def test_readme_rescore_table_is_what_rescore_prints(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Extract and rescore", 1)[1].split("\n## ", 1)[0]
+    block = section.split("On real generations", 1)[1].split("```\n", 2)[1]
+    lines = block.strip("\n").splitlines()
+    files = [DATA / "generations" / line.split()[0] for line in lines[1:]]
+    assert dora(["rescore", *map(str, files)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in printed] == [line.split() for line in [lines[0], printed[1], *lines[1:]]]
