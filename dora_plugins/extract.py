@@ -66,8 +66,8 @@ def original(text: str, benchmark: str, options: list[str] | None = None) -> str
     Benchmarks from plugins use the alternation of their labels, in the same first-match way.
     """
     pattern = PAPER_PATTERNS.get(benchmark) or "|".join(map(re.escape, _get_labels(benchmark)))
-    found = re.findall(pattern, _response(text))
-    return found[0] if found else ""
+    found = re.search(pattern, _response(text))  # the paper takes re.findall(...)[0]: the same match
+    return found.group(0) if found else ""
 
 
 @dataclass(frozen=True)
