@@ -1,0 +1,111 @@
+"""The startup hook: lazy until lm_eval.tasks is imported, adds our folder, user paths win, failures warn."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+from lm_eval.tasks import TaskManager
+
+from lm_eval_tasks import discovery
+
+NOT_INSTALLED = "the startup hook is not installed in this environment; run `pip install -e .`"
+
+
+def run_python(code: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *flags, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder():
+    result = run_python("""
+        import sys
+        from lm_eval_tasks import discovery
+        armed = [type(f).__name__ for f in sys.meta_path if isinstance(f, discovery._LmEvalTasksFinder)]
+        print("at start:", armed, "lm_eval" in sys.modules, "torch" in sys.modules)
+        from lm_eval.tasks import TaskManager
+        left = [f for f in sys.meta_path if isinstance(f, discovery._LmEvalTasksFinder)]
+        print("after:", len(left), TaskManager.__init__.__dora_plugins_task_dir__)
+        tm = TaskManager(include_defaults=False)
+        print("groups:", tm.all_groups, len(tm.all_subtasks))
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "at start: ['_LmEvalTasksFinder'] False False", NOT_INSTALLED
+    assert lines[1] == f"after: 0 {discovery.TASK_DIR}"  # patched, and the finder is gone
+    assert lines[2] == "groups: ['dora_commonsense'] 8"
+
+
+def test_include_path_gets_our_folder_first_so_that_user_paths_override():
+    here = discovery.TASK_DIR
+    assert discovery.with_task_dir(None) == [here]
+    assert discovery.with_task_dir("/mine") == [here, "/mine"]
+    assert discovery.with_task_dir(["/a", "/b"]) == [here, "/a", "/b"]
+    assert discovery.with_task_dir(("/a",)) == [here, "/a"]
+    assert discovery.with_task_dir(["/a", here + "/"]) == ["/a", here + "/"]  # the user placed ours: keep it
+
+
+def test_users_own_task_of_the_same_name_wins(tmp_path):
+    (tmp_path / "my_boolq.yaml").write_text("task: dora_boolq\ndataset_path: my/boolq\noutput_type: generate_until\n")
+    for manager in (
+        TaskManager(include_defaults=False, include_path=str(tmp_path)),
+        TaskManager(None, str(tmp_path), False),  # include_path passed by position
+    ):
+        index = manager.task_index
+        assert str(index["dora_boolq"].yaml_path) == str(tmp_path / "my_boolq.yaml")
+        assert os.path.dirname(index["dora_piqa"].yaml_path) == discovery.TASK_DIR
+        assert manager.include_path == [discovery.TASK_DIR, str(tmp_path)]
+
+
+def test_patching_twice_is_harmless():
+    init = TaskManager.__init__
+    assert getattr(init, "__dora_plugins_task_dir__", None) == discovery.TASK_DIR, NOT_INSTALLED
+    discovery.add_task_dir(TaskManager)
+    discovery.install()  # lm_eval.tasks is loaded: install() patches at once, and again is a no-op
+    assert TaskManager.__init__ is init
+
+
+def test_a_failure_warns_with_the_fix_and_lm_eval_keeps_working():
+    with pytest.warns(RuntimeWarning, match=r"could not add its tasks.*--include_path .*lm_eval_tasks"):
+        discovery._patch_module(types.SimpleNamespace())  # an lm_eval.tasks without TaskManager
+    with pytest.raises(TypeError, match="no 'include_path' parameter"):
+        discovery.add_task_dir(type("OtherManager", (), {"__init__": lambda self, paths=None: None}))
+    result = run_python("""
+        import warnings
+        from lm_eval_tasks import discovery
+        def broken(cls):
+            raise RuntimeError("simulated change in lm-eval")
+        discovery.add_task_dir = broken
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from lm_eval.tasks import TaskManager
+        print([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])
+        print(TaskManager(include_defaults=False).all_groups)
+    """)
+    assert result.returncode == 0, result.stderr
+    warned, groups = result.stdout.splitlines()[-2:]
+    assert "simulated change in lm-eval" in warned and "--include_path" in warned
+    assert groups == "[]"  # lm-eval works, only without our tasks
+
+
+def test_startup_cost_is_under_2_ms():
+    timings = []
+    for _ in range(5):
+        result = run_python("pass", "-X", "importtime")
+        found = re.search(r"import time:\s+\d+ \|\s+(\d+) \|\s+lm_eval_tasks\.discovery$", result.stderr, re.M)
+        assert found, NOT_INSTALLED
+        timings.append(int(found.group(1)))  # microseconds, the hook module and its package together
+    assert min(timings) < 2000, timings
+
+
+def test_entry_point_group_lm_eval_tasks_names_this_folder():
+    (entry_point,) = [ep for ep in importlib.metadata.entry_points(group="lm_eval.tasks") if ep.name == "dora_commonsense"]
+    module = entry_point.load()
+    assert os.path.dirname(module.__file__) == discovery.TASK_DIR

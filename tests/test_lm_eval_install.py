@@ -1,0 +1,99 @@
+"""A fresh venv: `pip install .` and `pip install -e .` install the startup hook, lm_eval lists our tasks,
+and `pip uninstall` removes the hook.
+
+The venv is created without pip and without the system site-packages; a path line adds the system
+site-packages (torch, lm_eval, pip, setuptools) at the END of sys.path. A path line does not run the
+``.pth`` files of that folder, so the system's own editable install of this project stays inactive:
+whatever works here works because of what was installed into the venv.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration")
+HOOK_FILES = {
+    "dora_plugins_lm_eval.pth": "import lm_eval_tasks.discovery; lm_eval_tasks.discovery.install()\n",
+    "dora_plugins_lm_eval.start": "lm_eval_tasks.discovery:install\n",
+}
+NAMES = ["dora_commonsense", "dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande",
+         "dora_arc_easy", "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project sources, so that building leaves nothing in the working tree."""
+    copy = tmp_path_factory.mktemp("project")
+    for name in SOURCES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def make_venv(path: Path) -> tuple[Path, Path]:
+    venv.create(path, with_pip=False)
+    python = path / "bin" / "python"
+    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip())
+    (site / "_system_site_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python, site
+
+
+def run(cmd: list, cwd: Path | None = None) -> str:
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def pip(python: Path, *args) -> str:
+    return run([python, "-m", "pip", *args, "-q"])
+
+
+def assert_hook_files(site: Path, present: bool) -> None:
+    for name, content in HOOK_FILES.items():
+        if present:
+            assert (site / name).read_text() == content
+        else:
+            assert not (site / name).exists(), f"{name} left behind in {site}"
+
+
+def test_wheel_install_lists_the_tasks_and_uninstall_removes_the_hook(project, tmp_path):
+    python, site = make_venv(tmp_path / "venv")
+    pip(python, "install", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed", project)
+    assert_hook_files(site, present=True)
+    located = run([python, "-c", "import lm_eval_tasks; print(lm_eval_tasks.__file__)"])
+    assert located.startswith(str(site)), located
+    listing = run([python, "-m", "lm_eval", "ls", "tasks"], cwd=tmp_path)  # the stock command, all of lm-eval
+    for name in NAMES:
+        (row,) = [line for line in listing.splitlines() if line.startswith(f"|{name} ")]
+        assert str(site / "lm_eval_tasks") in row, row
+    pip(python, "uninstall", "-y", "dora-plugins")
+    assert_hook_files(site, present=False)
+    assert not (site / "lm_eval_tasks").exists()
+
+
+def test_editable_install_finds_the_tasks_in_the_source_tree(project, tmp_path):
+    python, site = make_venv(tmp_path / "venv")
+    pip(python, "install", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed", "-e", project)
+    assert_hook_files(site, present=True)
+    code = (
+        "import lm_eval_tasks; from lm_eval.tasks import TaskManager; tm = TaskManager(include_defaults=False); "
+        "print(lm_eval_tasks.__file__); print(sorted(tm.all_groups + tm.all_subtasks))"
+    )
+    located, names = run([python, "-c", code], cwd=tmp_path).splitlines()[-2:]
+    assert located == str(project / "lm_eval_tasks" / "__init__.py")
+    assert names == str(sorted(NAMES))
+    pip(python, "uninstall", "-y", "dora-plugins")
+    assert_hook_files(site, present=False)
