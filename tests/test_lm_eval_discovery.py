@@ -106,6 +106,7 @@ def test_startup_cost_is_under_2_ms():
 
 
 def test_entry_point_group_lm_eval_tasks_names_this_folder():
-    (entry_point,) = [ep for ep in importlib.metadata.entry_points(group="lm_eval.tasks") if ep.name == "dora_commonsense"]
+    entry_points = importlib.metadata.entry_points(group="lm_eval.tasks")
+    (entry_point,) = [ep for ep in entry_points if ep.name == "dora_commonsense"]
     module = entry_point.load()
     assert os.path.dirname(module.__file__) == discovery.TASK_DIR
