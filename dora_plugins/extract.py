@@ -9,8 +9,9 @@ labels in any case and common spelling (``Answer 2``, ``ANSWER2``, ``True``) but
 longer token (``answer12``); an explicit statement (``the correct answer is X``, ``Answer: X``)
 wins over other mentions; echoes of the format line, of slash lists and of the option list
 (``Answer1: ...``) do not count, nor do labels outside the item's range or after "not"; an
-option's text maps to its label; two different answers give "". Every pattern has bounded
-quantifiers only, so the time is linear in the length of the text.
+option's text maps to its label; two different answers give "". No pattern nests quantifiers,
+the response is lower-cased once, and past MAX_MENTIONS label-like tokens the text counts as
+garbage, so the time is linear in the length of the text (1 MB of junk: a few hundredths of a second).
 """
 
 from __future__ import annotations
@@ -34,18 +35,19 @@ PAPER_PATTERNS = {
     "winogrande": r"option1|option2",
 }
 
-_FORMAT_LINE = re.compile(r"answer format:[^\n]*", re.IGNORECASE)
-_CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\s{0,3}[\"'*(\[]{0,2}\s{0,2}$", re.I)
+# All patterns below run on the lower-cased response.
+_FORMAT_LINE = re.compile(r"answer format:[^\n]*")
+_CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\s{0,3}[\"'*(\[]{0,2}\s{0,2}$")
 _CUE_PHRASE = re.compile(
     r"\b(?:the\s{1,3})?(?:correct\s{1,3}|right\s{1,3}|final\s{1,3}|best\s{1,3})?(?:answer|solution|ending|option|choice)"
-    r"\s{0,3}(?:is\b|:)",
-    re.IGNORECASE,
+    r"\s{0,3}(?:is\b|:)"
 )
-_CUE_WORDS = 4  # the most words _CUE_PHRASE removes
-_NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$", re.IGNORECASE)
-_LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$", re.IGNORECASE)
+_CUE_CHARS = 64  # room for a cue phrase ("the correct answer is") around an option's text
+_NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$")
+_LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
-MAX_MENTIONS = 64  # a 32-token answer names a few labels; a text naming more than this is not an answer
+MAX_MENTIONS = 64  # a 32-token answer names a few labels; a text with more label-like tokens is not an answer
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -82,21 +84,23 @@ class _Mention:
 
 @lru_cache(maxsize=64)
 def _mention_pattern(labels: tuple[str, ...]) -> tuple[re.Pattern, str | None]:
-    """A pattern that finds any spelling of the labels; and the shared prefix when they are ``<prefix><n>``."""
+    """A pattern for the lower-cased labels in any spelling; and their shared prefix when they are ``<prefix><n>``.
+
+    It does not look behind (that makes the scan slow); _mentions drops matches that follow a letter or digit.
+    """
     prefixes = {label.rstrip("0123456789") for label in labels}
     prefix = prefixes.pop() if len(prefixes) == 1 else None
     if prefix and all(label != prefix and label[len(prefix) :].isdigit() for label in labels):
-        body = rf"{re.escape(prefix)}[ _-]?(\d{{1,3}})"
+        body = rf"{re.escape(prefix.lower())}[ _-]?(\d{{1,3}})"
     else:
         prefix = None
-        body = "(" + "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True)) + ")"
-    return re.compile(rf"(?<![a-z0-9]){body}(?![a-z0-9])", re.IGNORECASE), prefix
+        body = "(" + "|".join(re.escape(label.lower()) for label in sorted(labels, key=len, reverse=True)) + ")"
+    return re.compile(rf"{body}(?![a-z0-9])"), prefix
 
 
 def _canonical(match: re.Match, prefix: str | None, in_range: tuple[str, ...]) -> str | None:
     if prefix is None:
-        found = match.group(1).lower()
-        return next((label for label in in_range if label.lower() == found), None)
+        return next((label for label in in_range if label.lower() == match.group(1)), None)
     label = f"{prefix}{int(match.group(1))}"
     return label if label in in_range else None
 
@@ -107,6 +111,9 @@ def _mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...])
     matches = list(islice(pattern.finditer(response), MAX_MENTIONS + 1))
     if len(matches) > MAX_MENTIONS:
         return None
+    matches = [m for m in matches if m.start() == 0 or response[m.start() - 1] not in _ALNUM]  # not "xanswer1"
+    if not matches:
+        return []
     # "Answer1: <text>" recites the option list, unless the response opens with it and names no other that way.
     colon = [prefix is not None and response[m.end() : m.end() + 3].lstrip(" ").startswith(":") for m in matches]
     opens_with_one = sum(colon) == 1 and colon[0] and matches[0].start() == 0
@@ -156,9 +163,10 @@ def _from_option_text(response: str, options: list[str], in_range: tuple[str, ..
     An option that is part of a longer option that also matches does not count ("ice" in "ice cream").
     One cue phrase ("the correct answer is") is not counted.
     """
-    texts = [_normalise(option) for option in options[: len(in_range)]]
-    if len(response.split()) > 2 * max(len(text.split()) for text in texts) + _CUE_WORDS:
+    options = options[: len(in_range)]
+    if len(response) > 3 * max(map(len, options)) + _CUE_CHARS:
         return ""  # too long to be mostly one option's text (and so never slow on long junk)
+    texts = [_normalise(option) for option in options]
     said = f" {_normalise(_CUE_PHRASE.sub(' ', response, count=1))} "
     n_words = len(said.split())
     hits = [i for i, text in enumerate(texts) if text and f" {text} " in said and 2 * len(text.split()) >= n_words]
@@ -175,7 +183,7 @@ def improved(text: str, benchmark: str, options: list[str] | None = None) -> str
     labels = _get_labels(benchmark)
     numbered = _mention_pattern(labels)[1] is not None
     in_range = labels[: len(options)] if options and numbered else labels
-    response = _FORMAT_LINE.sub(" ", _response(text))
+    response = _FORMAT_LINE.sub(" ", _response(text).lower())
     mentions = _mentions(response, labels, in_range)
     if mentions is None:
         return ""
