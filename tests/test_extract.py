@@ -362,3 +362,9 @@ def test_readme_extractor_examples():
     assert extract_answer("the correct answer is Maria", "winogrande", options=["Sarah", "Maria"]) == "option2"
     assert extract_answer(echo, "hellaswag") == ""
     assert extract_answer(echo, "hellaswag", method="original") == "ending1"
+
+
+def test_improved_treats_a_flood_of_labels_as_garbage():
+    assert improved("answer1 " * 3, "ARC-Easy") == "answer1"
+    assert improved("answer1 " * 65, "ARC-Easy") == ""  # more label-like tokens than any answer has
+    assert improved("the correct answer is " + "Maria " * 40, "winogrande", ["Sarah", "Maria"]) == ""
