@@ -2,7 +2,7 @@
 
 lm-eval 0.4.13 does not discover tasks of installed packages, so the wheel ships
 ``dora_plugins_lm_eval.pth`` (and the PEP 829 ``.start`` file next to it) at the root of
-purelib, where ``site`` reads them (see lm_eval_tasks/discovery.py). setuptools has no
+purelib, where ``site`` reads them (see lm_eval_tasks/startup.py). setuptools has no
 declarative way to put a file there: a wheel takes it from the root of ``build_lib``, and an
 editable wheel from the root of the folder that ``install_lib`` points at while it is built.
 ``pip uninstall`` removes both files, as they are in the wheel's RECORD.

@@ -13,7 +13,7 @@ import types
 import pytest
 from lm_eval.tasks import TaskManager
 
-from lm_eval_tasks import discovery
+from lm_eval_tasks import discovery, startup
 
 NOT_INSTALLED = "the startup hook is not installed in this environment; run `pip install -e .`"
 
@@ -27,18 +27,18 @@ def run_python(code: str, *flags: str) -> subprocess.CompletedProcess:
 def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder():
     result = run_python("""
         import sys
-        from lm_eval_tasks import discovery
-        armed = [type(f).__name__ for f in sys.meta_path if isinstance(f, discovery._LmEvalTasksFinder)]
-        print("at start:", armed, "lm_eval" in sys.modules, "torch" in sys.modules)
+        from lm_eval_tasks import startup
+        armed = [type(f).__name__ for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
+        print("at start:", armed, "lm_eval" in sys.modules, "lm_eval_tasks.discovery" in sys.modules)
         from lm_eval.tasks import TaskManager
-        left = [f for f in sys.meta_path if isinstance(f, discovery._LmEvalTasksFinder)]
+        left = [f for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
         print("after:", len(left), TaskManager.__init__.__dora_plugins_task_dir__)
         tm = TaskManager(include_defaults=False)
         print("groups:", tm.all_groups, len(tm.all_subtasks))
     """)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "at start: ['_LmEvalTasksFinder'] False False", NOT_INSTALLED
+    assert lines[0] == "at start: ['LmEvalTasksFinder'] False False", NOT_INSTALLED
     assert lines[1] == f"after: 0 {discovery.TASK_DIR}"  # patched, and the finder is gone
     assert lines[2] == "groups: ['dora_commonsense'] 8"
 
@@ -68,13 +68,13 @@ def test_patching_twice_is_harmless():
     init = TaskManager.__init__
     assert getattr(init, "__dora_plugins_task_dir__", None) == discovery.TASK_DIR, NOT_INSTALLED
     discovery.add_task_dir(TaskManager)
-    discovery.install()  # lm_eval.tasks is loaded: install() patches at once, and again is a no-op
+    startup.install()  # lm_eval.tasks is loaded: install() patches at once, and again is a no-op
     assert TaskManager.__init__ is init
 
 
 def test_a_failure_warns_with_the_fix_and_lm_eval_keeps_working():
     with pytest.warns(RuntimeWarning, match=r"could not add its tasks.*--include_path .*lm_eval_tasks"):
-        discovery._patch_module(types.SimpleNamespace())  # an lm_eval.tasks without TaskManager
+        startup.on_loaded(types.SimpleNamespace())  # an lm_eval.tasks without TaskManager
     with pytest.raises(TypeError, match="no 'include_path' parameter"):
         discovery.add_task_dir(type("OtherManager", (), {"__init__": lambda self, paths=None: None}))
     result = run_python("""
@@ -99,7 +99,7 @@ def test_startup_cost_is_under_2_ms():
     timings = []
     for _ in range(5):
         result = run_python("pass", "-X", "importtime")
-        found = re.search(r"import time:\s+\d+ \|\s+(\d+) \|\s+lm_eval_tasks\.discovery$", result.stderr, re.M)
+        found = re.search(r"import time:\s+\d+ \|\s+(\d+) \|\s+lm_eval_tasks\.startup$", result.stderr, re.M)
         assert found, NOT_INSTALLED
         timings.append(int(found.group(1)))  # microseconds, the hook module and its package together
     assert min(timings) < 2000, timings

@@ -21,8 +21,8 @@ from conftest import REPO
 
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration")
 HOOK_FILES = {
-    "dora_plugins_lm_eval.pth": "import lm_eval_tasks.discovery; lm_eval_tasks.discovery.install()\n",
-    "dora_plugins_lm_eval.start": "lm_eval_tasks.discovery:install\n",
+    "dora_plugins_lm_eval.pth": "import lm_eval_tasks.startup; lm_eval_tasks.startup.install()\n",
+    "dora_plugins_lm_eval.start": "lm_eval_tasks.startup:install\n",
 }
 NAMES = ["dora_commonsense", "dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande",
          "dora_arc_easy", "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
