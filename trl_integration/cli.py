@@ -6,8 +6,9 @@ Built on ``trl.TrlParser`` with TRL's own dataclasses (``ScriptArguments``, ``SF
 ``ModelConfig``) plus :class:`~trl_integration.arguments.DoraArguments`, so TRL's flags and
 YAML keys work as in ``trl sft``. ``--config`` takes a YAML file or the name of a shipped recipe
 (``trl_integration/recipes/*.yaml``). Defaults that differ from ``trl sft``: ``max_length`` 256
-(the paper's cutoff), bf16 only where the GPU supports it (so a CPU-only machine needs no flag),
-and the preset's rank, alpha, dropout and targets unless ``--lora_*`` flags say otherwise.
+(the paper's cutoff); bf16 only where the GPU supports it, and ``use_cpu`` where there is no
+accelerator (a CPU-only machine needs no flag); the preset's rank, alpha, dropout and targets
+unless ``--lora_*`` flags say otherwise.
 """
 
 from __future__ import annotations
@@ -48,17 +49,24 @@ def make_parser():
         prog="dora sft",
         description="Train a DoRA adapter with TRL's SFTTrainer on LLM-Adapters records (the DoRA paper's recipe).",
     )
-    parser.set_defaults(
-        lora_r=None, lora_alpha=None, lora_dropout=None, max_length=PAPER_CUTOFF_LEN, bf16=_bf16_default()
-    )
+    parser.set_defaults(lora_r=None, lora_alpha=None, lora_dropout=None, max_length=PAPER_CUTOFF_LEN)
+    parser.set_defaults(**_device_defaults())
     return parser
 
 
-def _bf16_default() -> bool | None:
-    """None (TRL's default: bf16 on) where a GPU supports bf16, False elsewhere, where TRL's default fails."""
+def _device_defaults() -> dict:
+    """On a machine without an accelerator: no bf16 (TRL's default fails there) and ``use_cpu``.
+
+    ``use_cpu`` makes transformers set up DDP on gloo when several processes are launched
+    (``accelerate launch --multi_gpu --num_processes N`` or ``torchrun``) instead of N separate runs.
+    Where a GPU supports bf16, TRL's default (bf16 on) stays.
+    """
     import torch
 
-    return None if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else False
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator.is_available() if accelerator is not None else torch.cuda.is_available():
+        return {} if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else {"bf16": False}
+    return {"bf16": False, "use_cpu": True}
 
 
 def recipe_names() -> list[str]:
