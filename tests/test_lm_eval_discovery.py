@@ -29,7 +29,8 @@ def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder(
         import sys
         from lm_eval_tasks import startup
         armed = [type(f).__name__ for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
-        print("at start:", armed, "lm_eval" in sys.modules, "lm_eval_tasks.discovery" in sys.modules)
+        loaded = [m for m in ("lm_eval", "lm_eval_tasks.discovery", "dora_plugins", "torch") if m in sys.modules]
+        print("at start:", armed, loaded)
         from lm_eval.tasks import TaskManager
         left = [f for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
         print("after:", len(left), TaskManager.__init__.__dora_plugins_task_dir__)
@@ -38,7 +39,7 @@ def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder(
     """)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "at start: ['LmEvalTasksFinder'] False False", NOT_INSTALLED
+    assert lines[0] == "at start: ['LmEvalTasksFinder'] []", NOT_INSTALLED  # armed, nothing heavy imported
     assert lines[1] == f"after: 0 {discovery.TASK_DIR}"  # patched, and the finder is gone
     assert lines[2] == "groups: ['dora_commonsense'] 8"
 
