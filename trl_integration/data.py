@@ -21,9 +21,10 @@ IGNORE_INDEX = -100  # the label that PyTorch's cross-entropy (and transformers)
 
 
 def load_records(source: str, config: str | None = None, split: str = "train") -> list[dict]:
-    """The records of a local LLM-Adapters JSON/JSONL file or of a hub dataset, checked field by field."""
+    """The records of a local LLM-Adapters JSON/JSONL file, or of a hub dataset id or local dataset folder
+    (loaded with ``datasets.load_dataset``), checked field by field."""
     path = Path(source).expanduser()
-    if path.suffix in (".json", ".jsonl") or path.exists():
+    if path.suffix in (".json", ".jsonl") or path.is_file():
         records = _read_file(path)
     else:
         records = _read_hub(source, config, split)
@@ -55,7 +56,13 @@ def _read_file(path: Path) -> list[dict]:
 def _read_hub(name: str, config: str | None, split: str) -> list[dict]:
     from datasets import load_dataset
 
-    return load_dataset(name, name=config, split=split).to_list()
+    try:
+        return load_dataset(name, name=config, split=split).to_list()
+    except (FileNotFoundError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"Could not load dataset '{name}' (config {config}, split {split}): {exc} Pass an LLM-Adapters JSON "
+            "file (a list of records with 'instruction', 'input' and 'output') or a hub dataset id with those columns."
+        ) from exc
 
 
 def check_records(records: list, source: str) -> None:

@@ -118,3 +118,14 @@ def test_json_object_instead_of_list_is_rejected(tmp_path):
     path.write_text(json.dumps({"instruction": "x", "output": "y"}))
     with pytest.raises(ValueError, match="holds a JSON dict, not a list of records"):
         load_records(str(path))
+
+
+def test_dataset_folder_loads_through_datasets_like_a_hub_id(tmp_path, boolq_records, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in boolq_records[:5]) + "\n")
+    assert load_records(str(folder)) == boolq_records[:5]
+    (folder / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"my_dataset, record 0 lacks the text field\(s\) \['instruction', 'output'\]"):
+        load_records(str(folder))

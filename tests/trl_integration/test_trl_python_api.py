@@ -68,6 +68,29 @@ def test_sft_trainer_trains_exactly_lora_factors_and_magnitude(
     assert all(torch.equal(after[n], before) for n, before in frozen.items())
 
 
+@pytest.mark.parametrize("train_on_inputs", [True, False])
+def test_sft_trainer_loss_is_the_paper_loss(tmp_path, tiny_model_dir, boolq_tokenizer, boolq_records, train_on_inputs):
+    """finetune.py's loss: HF's causal-LM loss, the mean over every unmasked next token of the batch."""
+    train = sft_datasets(boolq_records[:4], boolq_tokenizer, train_on_inputs=train_on_inputs)[0]
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(),
+        args=_args(tmp_path),
+        train_dataset=train,
+        processing_class=boolq_tokenizer,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        total, count = 0.0, 0
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+            n = int(mask.sum())
+            assert labels[:n].tolist() == next(r["labels"] for r in train if r["input_ids"] == ids[:n].tolist())
+            logits = trainer.model(ids[None, :n]).logits[0]  # (n, vocab), no padding at all
+            total += torch.nn.functional.cross_entropy(logits[:-1], labels[1:n], reduction="sum").item()
+            count += int((labels[1:n] != -100).sum())
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
 def test_magnitude_stays_fp32_on_a_bf16_model(tmp_path, tiny_model_dir, boolq_tokenizer, train_set):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     trainer = SFTTrainer(
