@@ -61,8 +61,9 @@ def _layer_dynamics(module):
     if not hasattr(module, "lora_A") or getattr(module, "merged", False):
         return
     weight = module.get_base_layer().weight
-    if weight.dim() != 2 or weight.numel() == 0 or not weight.is_floating_point():
-        return  # sharded (ZeRO-3 / FSDP) or quantized: the full weight is not here
+    sharded = weight.numel() == 0 or hasattr(weight, "placements")  # ZeRO-3 / FSDP1 / FSDP2 (DTensor)
+    if sharded or weight.dim() != 2 or not weight.is_floating_point():
+        return  # the full weight is not on this process (sharded), or it is quantized
     if getattr(module, "fan_in_fan_out", False):
         weight = weight.t()  # (out, in)
     for adapter in module.active_adapters:
