@@ -19,9 +19,9 @@ NOT_INSTALLED = "the startup hook is not installed in this environment; run `pip
 
 
 def run_python(code: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *flags, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
-    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, *flags, "-c", textwrap.dedent(code)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder():
