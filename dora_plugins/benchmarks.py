@@ -114,7 +114,7 @@ BENCHMARKS = (
     Benchmark("piqa", "PIQA physical commonsense, 2 solutions", _labels("solution", 2),
               "baber/piqa", None, "validation", _piqa),
     Benchmark("social_i_qa", "Social IQa social commonsense, 3 answers", _labels("answer", 3),
-              "allenai/social_i_qa", None, "validation", _social_i_qa),
+              "lighteval/siqa", None, "validation", _social_i_qa),
     Benchmark("hellaswag", "HellaSwag sentence endings, 4 endings", _labels("ending", 4),
               "Rowan/hellaswag", None, "validation", _hellaswag),
     Benchmark("winogrande", "WinoGrande (xl) fill in the blank, 2 options", _labels("option", 2),
