@@ -14,11 +14,11 @@ import shutil
 import tempfile
 
 import torch.distributed as dist
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import SFTTrainer
 
 STAGING_DIR = ".partial"  # not a "checkpoint-N" name, so get_last_checkpoint never returns it
-TRAINER_STATE_NAME = "trainer_state.json"
 # Moved last, so that a crash while moving leaves the previous weights with, at worst, a newer config.
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -35,6 +35,9 @@ class DoraSFTTrainer(SFTTrainer):
         run_dir = super()._get_output_dir(trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         self._staging_root = os.path.join(run_dir, STAGING_DIR)
+        if self.args.should_save:  # what an earlier crash left there must not mix into this checkpoint
+            shutil.rmtree(self._staging_root, ignore_errors=True)
+        _barrier()
         try:
             super()._save_checkpoint(model, trial)
         finally:

@@ -202,6 +202,7 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_latest_and_resume_works(
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.train()
     out = tmp_path / "out"
+    assert (out / ".partial" / "checkpoint-4" / "adapter_model.safetensors").is_file()  # it died mid-save
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-2")
     assert {"adapter_model.safetensors", "optimizer.pt", "trainer_state.json"} <= {
@@ -218,5 +219,19 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_latest_and_resume_works(
     assert resumed.state.global_step == 6
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     resumed.save_model(str(out))
-    assert (out / "adapter_model.safetensors").is_file()
+    saved = (out / "adapter_model.safetensors").read_bytes()
     assert not list(out.glob(".saving-*")) and not (out / ".partial").exists()
+
+    write = resumed.model.save_pretrained
+
+    def write_then_die(directory, **kwargs):
+        write(directory, **kwargs)
+        raise OSError("simulated: disk full")
+
+    resumed.model.save_pretrained = write_then_die
+    with torch.no_grad():
+        next(p for n, p in resumed.model.named_parameters() if "lora_B" in n).add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        resumed.save_model(str(out))
+    assert (out / "adapter_model.safetensors").read_bytes() == saved  # the final adapter is the previous one
+    assert not list(out.glob(".saving-*"))
