@@ -110,6 +110,9 @@ def test_dora_sft_recipe_trains_resumes_and_stock_peft_loads_it(tmp_path, tiny_m
     resumed_history = _history(out / "checkpoint-12")
     assert resumed_history[: len(history)] == history
     assert [h["step"] for h in resumed_history if "loss" in h] == [2, 4, 6, 8, 10, 12]
+    curve = [(h["step"], round(h.get("loss", h.get("eval_loss")), 4)) for h in resumed_history if "loss" in h]
+    evals = [(h["step"], round(h["eval_loss"], 4)) for h in resumed_history if "eval_loss" in h]
+    print("dora sft loss curve after resuming (step, loss):", curve, "eval (step, loss):", evals)
 
     diffs = _load_with_stock_peft(tiny_model_dir, out, merged)
     assert diffs["adapter_vs_base"] > 1e-3  # the adapter changes the model

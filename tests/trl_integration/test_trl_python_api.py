@@ -11,6 +11,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from dora_plugins import DoraConfig, adapter_config
+from dora_plugins.peft_layer import DoraMagnitude
 from trl_integration import DoraDynamicsCallback, DoraSFTTrainer, sft_datasets
 from trl_integration.callbacks import weight_dynamics
 
@@ -61,6 +62,8 @@ def test_sft_trainer_trains_exactly_lora_factors_and_magnitude(
     assert kinds == {(t, k) for k in ("lora_A", "lora_B", "lora_magnitude_vector") for t in TARGETS}
     assert len(trainable) == 3 * len(TARGETS) * 2  # 2 layers
     assert all(p.shape[0] == rank for n, p in trainable.items() if "lora_A" in n)
+    magnitudes = [m for name, m in trainer.model.named_modules() if name.endswith("lora_magnitude_vector.default")]
+    assert len(magnitudes) == 10 and all(isinstance(m, DoraMagnitude) for m in magnitudes)  # our layer, not PEFT's
     frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
     trainer.train()
     after = dict(trainer.model.named_parameters())
