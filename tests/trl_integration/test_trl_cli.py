@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -228,3 +229,26 @@ def test_recipes_carry_the_paper_hyper_parameters():
                 "adamw_torch",
             )
             assert recipe["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+
+
+def test_recipes_ship_in_the_wheel(tmp_path):
+    import zipfile
+
+    project = tmp_path / "project"  # a copy: building leaves nothing in the working tree
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration"):
+        source = Path(__file__).resolve().parents[2] / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, project / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(project), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
+        check=True,
+        capture_output=True,
+        env={**_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("dora_plugins-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("trl_integration/recipes/")}
+    assert shipped == {f"trl_integration/recipes/{name}.yaml" for name in recipe_names()}
