@@ -22,6 +22,11 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
         raise ValueError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
     if not model_args.model_name_or_path:
         raise ValueError("No model: pass --model_name_or_path (a local directory or a hub id).")
+    if not dora_args.val_set_size and training_args.eval_strategy != "no":
+        raise ValueError(
+            f"eval_strategy={training_args.eval_strategy.value!r} needs held-out records: set --val_set_size "
+            "(the paper: 120) or --eval_strategy no."
+        )
     records = load_records(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     remote = training_args.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(
@@ -31,11 +36,6 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
     train_set, eval_set = sft_datasets(
         records, tokenizer, cutoff, dora_args.train_on_inputs, dora_args.val_set_size, seed=42
     )
-    if eval_set is None and training_args.eval_strategy != "no":
-        raise ValueError(
-            f"eval_strategy={training_args.eval_strategy.value!r} needs held-out records: set --val_set_size "
-            "(the paper: 120) or --eval_strategy no."
-        )
     model = load_model(model_args, trust_remote_code=remote)
     check_target_modules(model, peft_config)
     trainer = DoraSFTTrainer(
