@@ -59,3 +59,8 @@ def test_model_without_the_paper_targets_lists_its_linear_layers():
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
     with pytest.raises(ValueError, match=r"not found in GPT2LMHeadModel.*Its linear layers are: c_attn, c_fc, c_proj"):
         check_target_modules(model, build_peft_config("dora", _unset_model_args()))
+
+
+def test_use_dora_with_the_lora_preset_is_an_error():
+    with pytest.raises(ValueError, match="--use_dora was given but preset 'lora' is not DoRA"):
+        build_peft_config("lora", _unset_model_args(use_dora=True))
