@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dora demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--output", help="keep the base model, adapter, merged model and results.json here")
+    parser.add_argument("--output", metavar="DIR", help="keep the base model, adapter, merged model, results.json here")
     parser.add_argument("--quick", action="store_true", help="a shortened run for CI: 20 steps, 4 items per benchmark")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL

@@ -24,9 +24,9 @@ def dora_attention(**overrides):
 
 def last_label(text: str, benchmark: str, options: list[str] | None = None) -> str:
     """The last of the benchmark's labels named in the response (any case, whole words); '' if none."""
-    from dora_plugins.plugins import get_benchmarks
+    from dora_plugins.benchmarks import get_benchmark
 
-    labels = get_benchmarks()[benchmark].value.labels
+    labels = get_benchmark(benchmark).labels  # built-in or from any plugin; unknown names raise a clear error
     response = text.rsplit("### Response:", 1)[-1]
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, labels)) + r")\b", re.IGNORECASE)
     found = pattern.findall(response)
