@@ -123,7 +123,7 @@ def test_quick_demo_prints_the_table_and_the_next_commands(quick_demo):
     assert "--tasks dora_commonsense" in stdout
     for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
         assert step in stdout
-    assert "Running generate_until requests" in stderr and "20/20" in stderr  # evaluation and training bars
+    assert "Running generate_until requests" in stderr and "40/40" in stderr  # evaluation and training bars
 
 
 def test_quick_demo_keeps_a_loadable_dora_adapter_and_merged_model(quick_demo):
