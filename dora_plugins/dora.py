@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from . import kernels
 
 # A zero row of W0 has norm 0 at initialisation; without a floor, m / norm is 0 / 0 (PEFT issue 2049).
 NORM_EPS = 1e-12
@@ -67,16 +70,35 @@ def dora_forward(
     norm: torch.Tensor,
     dropout: torch.nn.Module | None,
 ) -> torch.Tensor:
-    """The layer output given ``result = W0 x + bias``; ``dropout`` None means no dropout is active."""
-    g = (magnitude / norm).to(result.dtype)  # (out,)
+    """The layer output given ``result = W0 x + bias``; ``dropout`` None means no dropout is active.
+
+    With dropout, :func:`dropout_noise` makes the same random draw as PEFT's ``dropout(x)``, and the mask then
+    costs one byte per element in backward.
+    When a gradient is needed, :mod:`dora_plugins.kernels` computes the output and saves fewer activations.
+    """
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, result, lora_A, lora_B, magnitude, norm)
+    )
     if dropout is None:
-        base = result if bias is None else result - bias
-        out = g * (base + scaling * F.linear(F.linear(x, lora_A), lora_B))
-        return out if bias is None else out + bias
-    x = dropout(x)
-    base_dropped = F.linear(x, weight.to(x.dtype))
-    lora = F.linear(F.linear(x, lora_A), lora_B)
-    return result + (g - 1) * base_dropped + g * scaling * lora
+        h = F.linear(x, lora_A)  # (..., r)
+        if grad:
+            return kernels.ScaledOutput.apply(result, h, lora_B, magnitude, norm, scaling, bias)
+        return kernels.scaled_output(result, h, lora_B, scaling, magnitude / norm, bias)
+    noise = dropout_noise(x, dropout)  # (..., in): 0 or 1 / (1 - p)
+    if grad:
+        return kernels.DropoutOutput.apply(x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling)
+    return kernels.dropout_output(x * noise, result, lora_A, lora_B, scaling, magnitude / norm, weight)[0]
+
+
+def dropout_noise(x: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
+    """``noise`` (shaped like ``x``) with ``dropout(x) == x * noise``, from the random draw ``dropout(x)`` makes.
+
+    Masks do not depend on values. On CPU, ``nn.Dropout`` draws ``empty_like(x).bernoulli_(1 - p).div_(1 - p)``
+    (ATen's ``_dropout_impl``), so that is done directly; elsewhere the module runs on ones laid out like ``x``.
+    """
+    if isinstance(dropout, nn.Dropout) and x.device.type == "cpu" and dropout.p < 1:
+        return torch.empty_like(x).bernoulli_(1 - dropout.p).div_(1 - dropout.p)
+    return dropout(torch.ones_like(x))
 
 
 def merged_weight(

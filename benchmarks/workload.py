@@ -1,0 +1,158 @@
+"""The benchmark workload shared by the scripts in this folder: a LLaMA-architecture model built from a config
+(nothing is downloaded), the three candidates, and the measuring primitives (median time, peak memory growth).
+
+Candidates: ``lora`` (``peft.LoraConfig``), ``peft_dora`` (``LoraConfig(use_dora=True)``, PEFT's own DoRA) and
+``ours`` (``dora_plugins.DoraConfig``), all with the same rank, alpha = 2 * rank, dropout and targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+
+import torch
+
+CANDIDATES = ("lora", "peft_dora", "ours")
+TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The options every script shares: model shape, adapter, device and precision."""
+    parser.add_argument("--hidden", type=int, default=1024, help="hidden size (heads of 64)")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers")
+    parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (LLaMA's is 32000)")
+    parser.add_argument("--rank", type=int, default=32, help="adapter rank r (lora_alpha = 2r)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="adapter dropout (the paper uses 0.05)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Apply --threads and --seed, and refuse a CUDA run on a machine without CUDA."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} was given but torch.cuda.is_available() is False; use --device cpu.")
+    torch.manual_seed(args.seed)
+
+
+def build_base(args: argparse.Namespace, max_positions: int = 2048):
+    """A randomly initialised LLaMA (heads of 64, intermediate 2.6875 x hidden as in LLaMA-7B) in eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    heads = max(1, args.hidden // 64)
+    config = LlamaConfig(
+        hidden_size=args.hidden,
+        intermediate_size=int(args.hidden * 2.6875) // 64 * 64 or 64,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=args.vocab,
+        max_position_embeddings=max_positions,
+    )
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(config).to(device=args.device, dtype=getattr(torch, args.dtype))
+    return model.eval()
+
+
+def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TARGETS, task_type="CAUSAL_LM"):
+    """``base`` (copied) with the candidate's adapter on ``targets``; B is made non-zero."""
+    from peft import LoraConfig, get_peft_model
+
+    from dora_plugins import DoraConfig
+
+    kwargs = dict(
+        r=args.rank, lora_alpha=2 * args.rank, lora_dropout=args.dropout, target_modules=targets, task_type=task_type
+    )
+    if candidate == "lora":
+        config = LoraConfig(**kwargs)
+    elif candidate == "peft_dora":
+        config = LoraConfig(use_dora=True, **kwargs)
+    elif candidate == "ours":
+        config = DoraConfig(**kwargs)
+    else:
+        raise ValueError(f"Unknown candidate {candidate!r}; choose from {', '.join(CANDIDATES)}.")
+    torch.manual_seed(args.seed + 1)  # the same A for every candidate
+    model = get_peft_model(copy.deepcopy(base), config)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    with torch.no_grad():  # a trained-looking adapter, so no candidate gets a shortcut from B = 0
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.01 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    """Wall time of ``fn()`` in seconds, with the device synchronised on both sides."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(steps: dict, reps: int, warmup: int, device: str) -> dict[str, float]:
+    """Median time per candidate, running the candidates in turn (rotating who goes first) ``reps`` times."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            times[name].append(timed(steps[name], device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+class PeakMemory:
+    """Peak memory growth over a block: CUDA's allocator peak, or the process's peak resident set on Linux.
+
+    On CPU the kernel's high-water mark (VmHWM) is reset on entry through ``/proc/self/clear_refs``, so the
+    peak reflects only the block, not the model construction before it.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self.growth = 0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.start = _proc_status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.growth = torch.cuda.max_memory_allocated() - self.start
+        else:
+            self.growth = _proc_status_kb("VmHWM") * 1024 - self.start
+
+
+def _proc_status_kb(field: str) -> int:
+    with open(f"/proc/{os.getpid()}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status; CPU memory is measured on Linux only.")
+
+
+def ratio_line(label: str, value: float, target: float | None) -> str:
+    """``label  1.023  (target <= 1.05: met)``."""
+    verdict = "" if target is None else f"  (target <= {target:.2f}: {'met' if value <= target else 'NOT met'})"
+    return f"{label:<34}{value:7.3f}{verdict}"

@@ -1,0 +1,135 @@
+"""DoRA layer outputs as custom autograd Functions: the exact math of :mod:`dora_plugins.dora`, fewer saved tensors.
+
+With ``g = m / norm`` (out,), ``h = A x`` (tokens, r) and ``inner = W0 x + s B h`` (tokens, out), the magnitude
+gradient ``dL/dg_j = sum_t dL/dy_tj * inner_tj`` is the only thing that needs a (tokens, out) activation beyond
+LoRA's. Plain autograd keeps extra copies of it; these Functions keep at most one, and often none:
+
+- :class:`ScaledOutput`, no active dropout: ``y = g * (result - bias) + h (s g B)^T + bias`` with
+  ``result = W0 x + bias`` reused. It saves the OUTPUT ``y`` and recovers ``inner = (y - bias) / g`` in
+  backward. Layers whose output the model saves anyway (``v_proj`` for attention, ``up_proj`` for
+  ``act(gate) * up``) then cost no activation memory beyond LoRA's, because autograd shares the storage.
+  When some ``g`` is exactly 0 the division is impossible, and ``inner`` itself is saved instead.
+- :class:`DropoutOutput`, the paper's dropout (``drop(x) = x * noise``):
+  ``y = result + (g - 1) * W0 drop(x) + g * s * B A drop(x)``. It saves the layer input ``x`` (shared by every
+  adapter on that input), the dropout mask as booleans, ``h`` and ``W0 drop(x)``; ``drop(x)`` is rebuilt in
+  backward. The LoRA part of ``dL/dg`` comes from ``dL/dy^T h``, which the gradient of B needs anyway.
+
+Both return the gradient of the norm too, so ``detach_norm=False`` (norm with a graph) works unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def scaled_output(result, h, lora_B, scaling: float, g, bias):
+    """``g * (result - bias) + h (s g B)^T + bias``, computed in the dtype of ``h``, returned in ``result``'s."""
+    dtype = h.dtype
+    out = result.shape[-1]
+    gd = g.to(dtype)  # (out,)
+    base = result.reshape(-1, out).to(dtype)  # (tokens, out)
+    y = base * gd if bias is None else torch.addcmul(bias.to(dtype) * (1 - gd), base, gd)
+    scaled_B = (lora_B * (scaling * g).unsqueeze(1)).to(dtype)  # (out, r)
+    y.addmm_(h.reshape(-1, h.shape[-1]), scaled_B.t())
+    return y.view(result.shape).to(result.dtype)
+
+
+def dropout_output(x_d, result, lora_A, lora_B, scaling: float, g, weight):
+    """``result + (g - 1) * W0 x_d + g * s * B A x_d`` and the saved parts ``h = A x_d``, ``W0 x_d``."""
+    dtype = x_d.dtype
+    flat = x_d.reshape(-1, x_d.shape[-1])  # (tokens, in)
+    h = flat @ lora_A.t()  # (tokens, r)
+    base_d = flat @ weight.to(dtype).t()  # (tokens, out)
+    gd = g.to(dtype)
+    y = torch.addcmul(result.reshape(base_d.shape).to(dtype), base_d, gd - 1)
+    y.addmm_(h, (lora_B * (scaling * g).unsqueeze(1)).to(dtype).t())
+    return y.view(result.shape).to(result.dtype), h, base_d
+
+
+def _magnitude_grads(ctx, grad_g, g, norm):
+    """``dL/dm = dL/dg / norm`` and ``dL/dnorm = -dL/dg * g / norm`` where requested, else None."""
+    grad_m = grad_g / norm if ctx.needs_input_grad[ctx.m_index] else None
+    grad_norm = -grad_g * g / norm if ctx.needs_input_grad[ctx.m_index + 1] else None
+    return grad_m, grad_norm
+
+
+class ScaledOutput(torch.autograd.Function):
+    """Output of a DoRA layer without dropout, given ``result = W0 x + bias`` and ``h = A x``."""
+
+    @staticmethod
+    def forward(ctx, result, h, lora_B, magnitude, norm, scaling: float, bias):
+        g = magnitude / norm  # (out,) fp32
+        y = scaled_output(result, h, lora_B, scaling, g, bias)
+        ctx.scaling, ctx.m_index = scaling, 3
+        ctx.need_g = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        ctx.keep_output = ctx.need_g and bool(g.all())
+        if not ctx.need_g:
+            saved = None
+        elif ctx.keep_output:
+            saved = y  # shared with whatever the model saves of y
+        else:  # (y - bias) / g is undefined where g == 0: keep inner = (result - bias) + s B h itself
+            base = (result if bias is None else result - bias).reshape(-1, result.shape[-1])  # (tokens, out)
+            saved = torch.addmm(base.to(h.dtype), h.reshape(-1, h.shape[-1]), scaling * lora_B.t().to(h.dtype))
+        ctx.save_for_backward(h, lora_B, magnitude, norm, bias, saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        h, lora_B, magnitude, norm, bias, saved = ctx.saved_tensors
+        s = ctx.scaling
+        g = magnitude / norm  # (out,)
+        dtype = h.dtype
+        gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, out)
+        gyc = gy.to(dtype)
+        h2 = h.reshape(-1, h.shape[-1])  # (tokens, r)
+        grad_result = grad_y * g.to(grad_y.dtype) if ctx.needs_input_grad[0] else None
+        grad_h = (gyc @ (lora_B * (s * g).unsqueeze(1)).to(dtype)).view(h.shape) if ctx.needs_input_grad[1] else None
+        grad_B = grad_m = grad_norm = None
+        if ctx.needs_input_grad[2]:
+            grad_B = ((gyc.t() @ h2) * (s * g).unsqueeze(1).to(dtype)).to(lora_B.dtype)  # (out, r)
+        if ctx.need_g:
+            if ctx.keep_output:
+                inner_g = saved.reshape(gy.shape) if bias is None else saved.reshape(gy.shape) - bias
+                grad_g = (gy * inner_g).sum(0, dtype=torch.float32) / g  # inner = (y - bias) / g
+            else:
+                grad_g = (gyc * saved).sum(0, dtype=torch.float32)
+            grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
+        return grad_result, grad_h, grad_B, grad_m, grad_norm, None, None
+
+
+class DropoutOutput(torch.autograd.Function):
+    """Output of a DoRA layer with the paper's dropout, given ``x``, ``noise = dropout(ones)`` and ``result``."""
+
+    @staticmethod
+    def forward(ctx, x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling: float):
+        g = magnitude / norm  # (out,)
+        keep = noise.bool()  # (..., in): a quarter of noise's memory
+        ctx.kept_value = noise.amax()  # 1 / (1 - p) exactly as the dropout computed it
+        y, h, base_d = dropout_output(noise.mul_(x), result, lora_A, lora_B, scaling, g, weight)  # noise -> drop(x)
+        ctx.scaling, ctx.m_index, ctx.x_shape = scaling, 5, x.shape
+        ctx.save_for_backward(x, keep, h, base_d, lora_A, lora_B, magnitude, norm, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, keep, h, base_d, lora_A, lora_B, magnitude, norm, weight = ctx.saved_tensors
+        s = ctx.scaling
+        g = magnitude / norm  # (out,)
+        dtype = h.dtype
+        gy = grad_y.reshape(-1, grad_y.shape[-1]).to(dtype)  # (tokens, out)
+        sg = (s * g).unsqueeze(1).to(dtype)  # (out, 1)
+        gy_h = gy.t() @ h  # (out, r): dL/dy^T h
+        grad_B = (gy_h * sg).to(lora_B.dtype)
+        grad_g = (gy * base_d).sum(0, dtype=torch.float32) + s * (lora_B * gy_h).sum(1, dtype=torch.float32)
+        grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
+        grad_h = gy @ (lora_B.to(dtype) * sg)  # (tokens, r)
+        noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(ctx.kept_value)  # (tokens, in)
+        grad_A = grad_x = None
+        if ctx.needs_input_grad[3]:
+            grad_A = (grad_h.t() @ (x.reshape(noise.shape) * noise)).to(lora_A.dtype)  # (r, in)
+        if ctx.needs_input_grad[0]:
+            grad_x = (gy * (g.to(dtype) - 1)) @ weight.to(dtype)  # (tokens, in)
+            grad_x.addmm_(grad_h, lora_A.to(dtype)).mul_(noise)
+            grad_x = grad_x.view(ctx.x_shape)
+        grad_result = grad_y if ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_result, grad_A, grad_B, grad_m, grad_norm, None, None
