@@ -155,3 +155,23 @@ def test_quick_demo_results_json_matches_lm_eval_scores(quick_demo):
         assert 0 <= table[name]["unread"] <= 32
     samples = report["lm_eval"]["samples"]["dora_boolq"]
     assert samples[0]["arguments"][0][0].startswith("Below is an instruction that describes a task.")
+
+
+def test_without_output_the_work_folder_is_removed_and_failures_propagate(monkeypatch, capsys):
+    seen = []
+
+    def fake_run(workdir, settings, status=0):
+        (workdir / "results.json").write_text("{}")
+        seen.append((workdir, settings))
+        return status
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    assert demo.main(["--quick"]) == 0
+    workdir, settings = seen[-1]
+    assert settings == demo.QUICK and not workdir.exists()
+    assert "Pass --output DIR to keep" in capsys.readouterr().out
+
+    monkeypatch.setattr(demo, "run", lambda workdir, settings: fake_run(workdir, settings, status=2))
+    assert demo.main([]) == 2
+    assert seen[-1][1] == demo.FULL and not seen[-1][0].exists()
+    assert "Next, with a real model" not in capsys.readouterr().out

@@ -154,12 +154,16 @@ def train(base: str, adapter: str, settings: Settings) -> int:
 
 def evaluate(model_dir: str, settings: Settings) -> dict:
     """lm-eval's ``simple_evaluate`` on the group, with the bundled data as task metadata ``data_dir``."""
+    import logging
+
     import lm_eval
     import torch
     from lm_eval.tasks import TaskManager
 
     import lm_eval_tasks
 
+    # lm-eval warns once per task that custom datasets take --metadata: noise for a first run.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     task_manager = TaskManager(
         include_path=str(Path(lm_eval_tasks.__file__).parent), metadata={"data_dir": str(EVAL_DIR)}
     )
@@ -172,7 +176,6 @@ def evaluate(model_dir: str, settings: Settings) -> dict:
         batch_size=32,
         device="cuda" if torch.cuda.is_available() else "cpu",
         random_seed=settings.seed,
-        verbosity="ERROR",
     )
 
 
