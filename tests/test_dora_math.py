@@ -1,0 +1,196 @@
+"""The DoRA math (dora_plugins.dora, dora_plugins.kernels) against dense float64 references, and what it saves."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import TARGETS, make_tiny_llama
+from peft import LoraConfig, get_peft_model
+from test_peft_equivalence import max_rel, perturb_adapters
+from torch import nn
+
+from dora_plugins import DoraConfig
+from dora_plugins.dora import NORM_EPS, base_row_norm_sq, dora_forward, dropout_noise, weight_norm
+
+OUT, IN, R, S = 12, 10, 3, 1.7
+
+
+def parts(seed: int = 0, bias: bool = False):
+    """Random W0, bias, A, B and a magnitude away from the row norms, in float32."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(OUT, IN, generator=gen)
+    return dict(
+        weight=weight,
+        bias=torch.randn(OUT, generator=gen) if bias else None,
+        lora_A=torch.randn(R, IN, generator=gen).requires_grad_(),
+        lora_B=torch.randn(OUT, R, generator=gen).mul_(0.3).requires_grad_(),
+        magnitude=(weight.norm(dim=1) * (1 + 0.2 * torch.randn(OUT, generator=gen))).requires_grad_(),
+    )
+
+
+def dense_reference(x, noise, weight, bias, lora_A, lora_B, magnitude, detach_norm):
+    """The paper's formula in float64 with plain autograd: the full out x in matrix, no tricks."""
+    x, weight, lora_A, lora_B, magnitude = (t.double() for t in (x, weight, lora_A, lora_B, magnitude))
+    bias = 0.0 if bias is None else bias.double()
+    norm = torch.linalg.norm(weight + S * lora_B @ lora_A, dim=1)
+    g = magnitude / (norm.detach() if detach_norm else norm)
+    if noise is None:
+        return g * (x @ weight.t() + S * x @ lora_A.t() @ lora_B.t()) + bias
+    x_d = x * noise.double()
+    return x @ weight.t() + bias + (g - 1) * (x_d @ weight.t()) + g * S * (x_d @ lora_A.t() @ lora_B.t())
+
+
+def ours(x, p, detach_norm, dropout=None):
+    norm = weight_norm(p["weight"], p["lora_A"], p["lora_B"], S, base_row_norm_sq(p["weight"]))
+    result = nn.functional.linear(x, p["weight"], p["bias"])
+    return dora_forward(
+        x, result, weight=p["weight"], bias=p["bias"], lora_A=p["lora_A"], lora_B=p["lora_B"], scaling=S,
+        magnitude=p["magnitude"], norm=norm.detach() if detach_norm else norm, dropout=dropout,
+    )
+
+
+def grads_of(y, tensors, seed=5):
+    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.autograd.grad(y, tensors, grad_out.to(y.dtype))
+
+
+def test_factored_norm_equals_the_dense_row_norm():
+    p = parts()
+    dense = torch.linalg.norm(p["weight"].double() + S * p["lora_B"].double() @ p["lora_A"].double(), dim=1)
+    factored = weight_norm(p["weight"], p["lora_A"], p["lora_B"], S, base_row_norm_sq(p["weight"]))
+    assert factored.dtype == torch.float32
+    assert max_rel(factored.double(), dense) < 1e-6
+
+
+@pytest.mark.parametrize("p_drop", [0.0, 0.3], ids=["no_dropout", "paper_dropout"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("detach_norm", [True, False], ids=["detached_norm", "full_norm"])
+def test_output_and_gradients_match_the_dense_formula(p_drop, bias, detach_norm):
+    p = parts(bias=bias)
+    x = torch.randn(2, 7, IN, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    dropout = nn.Dropout(p_drop) if p_drop else None
+    torch.manual_seed(3)
+    y = ours(x, p, detach_norm, dropout)
+    torch.manual_seed(3)
+    noise = dropout(torch.ones_like(x)) if dropout else None
+    ref = dense_reference(x, noise, p["weight"], p["bias"], p["lora_A"], p["lora_B"], p["magnitude"], detach_norm)
+    assert max_rel(y.double(), ref) < 1e-6
+    wrt = [x, p["lora_A"], p["lora_B"], p["magnitude"]]
+    for got, want in zip(grads_of(y, wrt), grads_of(ref, wrt), strict=True):
+        assert max_rel(got.double(), want) < 1e-5
+
+
+def test_zero_magnitude_falls_back_to_saving_the_inner_output():
+    """(y - bias) / g is undefined where g == 0; the gradient of that magnitude must still be exact."""
+    p = parts(bias=True)
+    with torch.no_grad():
+        p["magnitude"][4] = 0.0
+    x = torch.randn(6, IN, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    y = ours(x, p, detach_norm=True)
+    ref = dense_reference(x, None, p["weight"], p["bias"], p["lora_A"], p["lora_B"], p["magnitude"], True)
+    got, want = grads_of(y, [p["magnitude"]])[0], grads_of(ref, [p["magnitude"]])[0]
+    assert want[4].abs() > 1e-3 and max_rel(got.double(), want) < 1e-5
+
+
+def test_zero_base_row_gives_finite_norm():
+    p = parts()
+    p["weight"][2] = 0.0
+    with torch.no_grad():
+        p["lora_B"].zero_()
+    norm = weight_norm(p["weight"], p["lora_A"], p["lora_B"], S, base_row_norm_sq(p["weight"]))
+    assert norm[2] == NORM_EPS and torch.isfinite(norm).all()
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_dropout_noise_is_the_draw_dropout_makes(contiguous):
+    """Same RNG use as PEFT's ``dropout(x)``: the CPU shortcut and the module-on-ones path agree with it."""
+    x = torch.randn(5, 33, 16) if contiguous else torch.randn(16, 33, 5).transpose(0, 2)
+    dropout = nn.Dropout(0.25)
+    torch.manual_seed(0)
+    expected = dropout(x)
+    torch.manual_seed(0)
+    noise = dropout_noise(x, dropout)
+    torch.manual_seed(0)
+    on_ones = dropout(torch.ones_like(x))
+    assert torch.equal(x * noise, expected) and torch.equal(noise, on_ones)
+    assert 0 < (noise == 0).float().mean() < 0.5
+
+
+def saved_storages(fn):
+    """Run ``fn`` and return ``(result, [(storage pointer, shape, dtype)])`` for every tensor autograd saved."""
+    saved = []
+
+    def pack(tensor):
+        saved.append((tensor.untyped_storage().data_ptr(), tuple(tensor.shape), tensor.dtype))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        return fn(), saved
+
+
+def test_without_dropout_the_only_output_sized_activation_is_the_output_itself():
+    p = parts()
+    x = torch.randn(40, IN, requires_grad=True)
+    y, saved = saved_storages(lambda: ours(x, p, detach_norm=True))
+    output_sized = {ptr for ptr, shape, _ in saved if shape == (40, OUT)}
+    assert output_sized == {y.untyped_storage().data_ptr()}  # shared with whoever else keeps y
+
+
+def test_paper_dropout_saves_a_bool_mask_and_one_output_sized_tensor():
+    p = parts()
+    x = torch.randn(40, IN, requires_grad=True)
+    torch.manual_seed(0)
+    _, saved = saved_storages(lambda: ours(x, p, detach_norm=True, dropout=nn.Dropout(0.1)))
+    x_ptr = x.untyped_storage().data_ptr()
+    others = [dtype for ptr, shape, dtype in saved if shape == (40, IN) and ptr != x_ptr]
+    assert others == [torch.bool]  # the mask; drop(x) is rebuilt from x in backward
+    assert len([1 for _, shape, _ in saved if shape == (40, OUT)]) == 1  # W0 drop(x)
+
+
+@pytest.mark.parametrize("p_drop", [0.0, 0.3])
+def test_inference_path_equals_the_training_path(p_drop):
+    p = parts(bias=True)
+    x = torch.randn(3, 5, IN)
+    dropout = nn.Dropout(p_drop) if p_drop else None
+    torch.manual_seed(2)
+    with_grad = ours(x, p, detach_norm=True, dropout=dropout)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        without = ours(x, p, detach_norm=True, dropout=dropout)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    assert torch.equal(with_grad.detach(), without)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05], ids=["no_dropout", "paper_dropout"])
+@pytest.mark.parametrize("fp32_adapters", [True, False], ids=["fp32_adapters", "bf16_adapters"])
+def test_bf16_model_matches_the_fp32_reference(dropout, fp32_adapters):
+    """A bf16 model (adapters in fp32, PEFT's default, or in bf16) stays within bf16 rounding of PEFT in fp32,
+    and no further from it than PEFT's own DoRA in bf16."""
+    base = make_tiny_llama()
+    config = dict(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=TARGETS, task_type="CAUSAL_LM")
+    ref = get_peft_model(copy.deepcopy(base), LoraConfig(use_dora=True, **config))
+    perturb_adapters(ref)
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+    results = {}
+    for name, peft_config in (("ref", None), ("ours", DoraConfig(**config)),
+                              ("peft_bf16", LoraConfig(use_dora=True, **config))):
+        model = ref
+        if peft_config is not None:
+            model = get_peft_model(copy.deepcopy(base).to(torch.bfloat16), peft_config,
+                                   autocast_adapter_dtype=fp32_adapters)
+            model.load_state_dict(ref.state_dict())
+        model.train()
+        torch.manual_seed(7)
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+        results[name] = (out.logits.float(), grads)
+    errors = {}
+    for name in ("ours", "peft_bf16"):
+        logits, grads = results[name]
+        errors[name] = (max_rel(logits, results["ref"][0]),
+                        max(max_rel(g, results["ref"][1][n]) for n, g in grads.items()))
+    assert errors["ours"][0] < 2e-2 and errors["ours"][1] < 5e-2, errors
+    assert errors["ours"][0] < 2 * errors["peft_bf16"][0] and errors["ours"][1] < 2 * errors["peft_bf16"][1], errors
