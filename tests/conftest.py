@@ -29,6 +29,10 @@ def make_tiny_llama(seed: int = 0, dtype=torch.float32):
     return LlamaForCausalLM(config).to(dtype).eval()
 
 
-@pytest.fixture
-def tiny_llama():
-    return make_tiny_llama()
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin-wait (20-30x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

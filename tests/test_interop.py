@@ -99,6 +99,9 @@ def test_dora_merge_cli_writes_a_plain_transformers_model(saved, tmp_path):
     assert dora_main(["merge", "--base", str(root / "base"), "--adapter", str(root / "adapter"),
                       "--output", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not mkdtemp's private one
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert max_rel(logits(merged), expected) < 1e-5
 

@@ -11,17 +11,6 @@ REPO = Path(__file__).resolve().parents[2]
 BOOLQ_TRAIN = REPO.parent / "shared" / "data" / "llm_adapters" / "boolq" / "train.json"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine two threads spin-wait (20-30x slower)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def boolq_records() -> list[dict]:
     """The first 200 records of the real LLM-Adapters BoolQ training file (copy before changing one)."""
