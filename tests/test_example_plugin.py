@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from dora_plugins import plugins
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dora-plugin-example"
 
@@ -101,35 +99,3 @@ def test_system_python_does_not_see_the_example(example_venv):
     """Installing into the venv left the project's own environment untouched."""
     listing = json.loads(_run(sys.executable, "-m", "dora_plugins", "plugins", "--json"))
     assert "dora_attention" not in {item["name"] for item in listing["adapter presets"]}
-
-
-@pytest.fixture
-def broken_plugin_on_path(tmp_path, monkeypatch):
-    """A distribution whose ``dora_plugins`` entry point raises on import, visible to importlib.metadata."""
-    (tmp_path / "broken_dora_plugin.py").write_text("raise RuntimeError('boom: this plugin is broken')\n")
-    dist_info = tmp_path / "broken_dora_plugin-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-dora-plugin\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[dora_plugins]\nbroken = broken_dora_plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("DORA_PLUGINS_LOAD", raising=False)
-    plugins.reset()
-    try:
-        yield
-    finally:
-        plugins.reset()
-
-
-def test_plugin_raising_on_load_is_named_and_builtins_still_work(broken_plugin_on_path, capsys):
-    from dora_plugins import adapter_config
-    from dora_plugins.cli import main
-
-    with pytest.warns(UserWarning, match="plugin 'broken'.*boom"):
-        presets = plugins.get_adapter_presets()
-    assert {"dora", "dora_half", "lora"} <= set(presets)
-    assert "boom" in plugins.load_errors()["broken"]
-    assert adapter_config("dora_half").r == 16
-    assert main(["plugins"]) == 0
-    out = capsys.readouterr().out
-    assert "failed plugins:" in out and "broken: RuntimeError: boom" in out
-    assert "improved" in out  # the built-in extractors are still listed
