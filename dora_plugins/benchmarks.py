@@ -8,11 +8,12 @@ a ``test.json`` directly, for offline and exact reproduction of the paper's runs
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from .suggestions import did_you_mean
 
 ITEM_FIELDS = ("instruction", "input", "output", "answer")
 FORMAT_PREFIX = "Answer format: "
@@ -134,9 +135,7 @@ def get_benchmark(name: str) -> Benchmark:
 
     registered = get_benchmarks()
     if name not in registered:
-        by_lower = {known.lower(): known for known in registered}
-        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
-        hint = f" Did you mean '{by_lower[close[0]]}'?" if close else ""
+        hint = did_you_mean(name, registered)
         raise DataError(f"Unknown benchmark '{name}'.{hint} Available: {', '.join(registered)}")
     return registered[name].value
 

@@ -201,11 +201,13 @@ def extract_answer(text: str, benchmark: str, method: str = "improved", options:
     ``method`` names a registered extractor: "original" (the paper's), "improved", or one from a plugin.
     """
     from .plugins import get_answer_extractors
+    from .suggestions import did_you_mean
 
     extractors = get_answer_extractors()
     if method not in extractors:
         raise ValueError(
-            f"Unknown answer extractor '{method}'. Available: {', '.join(extractors)}. "
+            f"Unknown answer extractor '{method}'.{did_you_mean(method, extractors)} "
+            f"Available: {', '.join(extractors)}. "
             "Extractors come from the dora_answer_extractors hook ('dora plugins' lists them)."
         )
     return extractors[method].value(text, benchmark, options)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from .plugins import get_adapter_presets
+from .suggestions import did_you_mean
 
 
 def adapter_config(name: str, **overrides):
@@ -22,15 +22,10 @@ def adapter_config(name: str, **overrides):
         config_fields = {f.name for f in dataclasses.fields(factory())}
         bad = sorted(set(overrides) - config_fields)
         raise ValueError(
-            " ".join(f"Unknown option '{key}' for preset '{name}'.{_did_you_mean(key, config_fields)}" for key in bad)
+            " ".join(f"Unknown option '{key}' for preset '{name}'.{did_you_mean(key, config_fields)}" for key in bad)
             + " Options are the fields of peft.LoraConfig."
         ) from exc
 
 
-def _did_you_mean(value: str, known) -> str:
-    close = difflib.get_close_matches(value, list(known), n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def _unknown(kind: str, value: str, known) -> str:
-    return f"Unknown {kind} '{value}'.{_did_you_mean(value, known)} Available: {', '.join(sorted(known))}"
+    return f"Unknown {kind} '{value}'.{did_you_mean(value, known)} Available: {', '.join(sorted(known))}"

@@ -13,9 +13,10 @@ unless ``--lora_*`` flags say otherwise.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
+
+from dora_plugins.suggestions import did_you_mean
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 PAPER_CUTOFF_LEN = 256
@@ -85,8 +86,7 @@ def resolve_config(argv: list[str], parser) -> list[str]:
     if not path.is_file():
         shipped = RECIPES_DIR / f"{argv[index].removesuffix('.yaml')}.yaml"
         if not shipped.is_file():
-            close = difflib.get_close_matches(argv[index], recipe_names(), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(argv[index], recipe_names())
             raise FileNotFoundError(
                 f"Config '{argv[index]}' is neither a file nor a shipped recipe.{hint} "
                 f"Recipes: {', '.join(recipe_names())}."
@@ -110,11 +110,7 @@ def check_config_keys(path: Path, parser) -> None:
     known = {action.dest for action in parser._actions} | {"env"}
     unknown = [key for key in config if key not in known]
     if unknown:
-        hints = "".join(
-            f" Did you mean '{close[0]}' for '{key}'?"
-            for key in unknown
-            if (close := difflib.get_close_matches(key, known, n=1))
-        )
+        hints = "".join(did_you_mean(key, known, naming_value=True) for key in unknown)
         raise ValueError(
             f"Unknown key(s) {unknown} in config {path}.{hints} Keys are the options of 'dora sft --help'."
         )

@@ -9,10 +9,10 @@ targets a default of None.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 
 from dora_plugins import adapter_config
+from dora_plugins.suggestions import did_you_mean
 
 # ModelConfig field -> LoraConfig field, passed on only when set (not None / not False).
 _OVERRIDES = {
@@ -57,11 +57,7 @@ def check_target_modules(model, peft_config) -> None:
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if not missing:
         return
-    hints = "".join(
-        f" Did you mean '{close[0]}' for '{name}'?"
-        for name in missing
-        if (close := difflib.get_close_matches(name, linear, n=1))
-    )
+    hints = "".join(did_you_mean(name, linear, naming_value=True) for name in missing)
     raise ValueError(
         f"Target module(s) {missing} not found in {type(model).__name__}.{hints} Its linear layers are: "
         f"{', '.join(linear)}. Set --lora_target_modules (target_modules=...) to some of them."
