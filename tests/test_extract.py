@@ -315,7 +315,8 @@ def test_extractors_are_registered_through_the_hook():
 
 
 def test_unknown_extractor_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"Unknown answer extractor 'improve'. Available: improved, original"):
+    expected = r"Unknown answer extractor 'improve'. Did you mean 'improved'\? Available: improved, original"
+    with pytest.raises(ValueError, match=expected):
         extract_answer("answer1", "ARC-Easy", method="improve")
 
 
