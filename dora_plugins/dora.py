@@ -83,7 +83,8 @@ def dora_forward(
         h = F.linear(x, lora_A)  # (..., r)
         if grad:
             return kernels.ScaledOutput.apply(result, h, lora_B, magnitude, norm, scaling, bias)
-        return kernels.scaled_output(result, h, lora_B, scaling, magnitude / norm, bias)
+        factors = kernels.scale_factors(lora_B, scaling, magnitude / norm, bias, h.dtype)
+        return kernels.scaled_output(result, h, *factors)
     noise = dropout_noise(x, dropout)  # (..., in): 0 or 1 / (1 - p)
     if grad:
         return kernels.DropoutOutput.apply(x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling)

@@ -20,18 +20,20 @@ Both return the gradient of the norm too, so ``detach_norm=False`` (norm with a 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
-def scaled_output(result, h, lora_B, scaling: float, g, bias):
-    """``g * (result - bias) + h (s g B)^T + bias``, computed in the dtype of ``h``, returned in ``result``'s."""
-    dtype = h.dtype
-    out = result.shape[-1]
-    gd = g.to(dtype)  # (out,)
-    base = result.reshape(-1, out).to(dtype)  # (tokens, out)
-    y = base * gd if bias is None else torch.addcmul(bias.to(dtype) * (1 - gd), base, gd)
+def scale_factors(lora_B, scaling: float, g, bias, dtype):
+    """The constants of the no-dropout output in ``dtype``: ``g`` (out,), ``s g B`` (out, r), ``(1 - g) bias``."""
     scaled_B = (lora_B * (scaling * g).unsqueeze(1)).to(dtype)  # (out, r)
-    y.addmm_(h.reshape(-1, h.shape[-1]), scaled_B.t())
-    return y.view(result.shape).to(result.dtype)
+    bias_term = None if bias is None else (bias * (1 - g)).to(dtype)  # (out,)
+    return g.to(dtype), scaled_B, bias_term
+
+
+def scaled_output(result, h, g, scaled_B, bias_term):
+    """``g * (result - bias) + h (s g B)^T + bias`` from :func:`scale_factors`, returned in ``result``'s dtype."""
+    y = F.linear(h, scaled_B, bias_term)  # (..., out): h (s g B)^T + (1 - g) bias
+    return y.addcmul_(result, g).to(result.dtype)
 
 
 def dropout_output(x_d, result, lora_A, lora_B, scaling: float, g, weight):
@@ -59,7 +61,7 @@ class ScaledOutput(torch.autograd.Function):
     @staticmethod
     def forward(ctx, result, h, lora_B, magnitude, norm, scaling: float, bias):
         g = magnitude / norm  # (out,) fp32
-        y = scaled_output(result, h, lora_B, scaling, g, bias)
+        y = scaled_output(result, h, *scale_factors(lora_B, scaling, g, bias, h.dtype))
         ctx.scaling, ctx.m_index = scaling, 3
         ctx.need_g = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         ctx.keep_output = ctx.need_g and bool(g.all())

@@ -12,10 +12,11 @@ so checkpoints are interchangeable with ``LoraConfig(use_dora=True)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from peft.tuners.lora import layer as lora_layer
 from torch import nn
 
-from . import dora
+from . import dora, kernels
 
 
 def _version_key(*tensors: torch.Tensor) -> tuple:
@@ -36,6 +37,7 @@ class DoraMagnitude(nn.Module):
         self.detach_norm = detach_norm
         self._weight_sq: tuple[tuple, torch.Tensor] | None = None
         self._norm: tuple[tuple, torch.Tensor] | None = None
+        self._factors: tuple[tuple, tuple] | None = None
 
     def weight_sq(self, weight: torch.Tensor) -> torch.Tensor:
         key = _version_key(weight)
@@ -47,7 +49,7 @@ class DoraMagnitude(nn.Module):
         """``||W0 + s*B@A||_row`` (out,) in fp32; cached in eval mode until a weight changes."""
         # A norm that carries a graph cannot be reused across backward passes.
         cacheable = not self.training and (self.detach_norm or not torch.is_grad_enabled())
-        key = _version_key(weight, lora_A, lora_B)
+        key = (_version_key(weight, lora_A, lora_B), scaling)
         if cacheable and self._norm is not None and self._norm[0] == key:
             return self._norm[1]
         weight_sq = self.weight_sq(weight)
@@ -59,8 +61,17 @@ class DoraMagnitude(nn.Module):
         self._norm = (key, norm) if cacheable else None
         return norm
 
+    def inference_factors(self, base: nn.Linear, lora_A, lora_B, scaling: float, dtype: torch.dtype) -> tuple:
+        """:func:`dora_plugins.kernels.scale_factors` for eval mode without grad, cached until a weight changes."""
+        tensors = (base.weight, lora_A, lora_B, self.weight) + (() if base.bias is None else (base.bias,))
+        key = (_version_key(*tensors), scaling, dtype)
+        if self._factors is None or self._factors[0] != key:
+            g = self.weight / self.norm(base.weight, lora_A, lora_B, scaling)  # (out,)
+            self._factors = (key, kernels.scale_factors(lora_B, scaling, g, base.bias, dtype))
+        return self._factors[1]
+
     def train(self, mode: bool = True):
-        self._norm = None
+        self._norm = self._factors = None
         return super().train(mode)
 
     def extra_repr(self) -> str:
@@ -120,6 +131,9 @@ class DoraVariant(lora_layer.LoraVariant):
         lora_B = module.lora_B[active_adapter].weight
         scaling = module.scaling[active_adapter]
         magnitude = module.lora_magnitude_vector[active_adapter]
+        if not module.training and not torch.is_grad_enabled():  # inference: every factor is cached
+            factors = magnitude.inference_factors(base, lora_A, lora_B, scaling, lora_A.dtype)
+            return kernels.scaled_output(result, F.linear(x, lora_A), *factors)
         dropout = module.lora_dropout[active_adapter]
         active_dropout = None if isinstance(dropout, nn.Identity) or not module.training else dropout
         return dora.dora_forward(

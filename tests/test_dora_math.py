@@ -30,16 +30,16 @@ def parts(seed: int = 0, bias: bool = False):
     )
 
 
-def dense_reference(x, noise, weight, bias, lora_A, lora_B, magnitude, detach_norm):
+def dense_reference(x, noise, weight, bias, lora_A, lora_B, magnitude, detach_norm, s=S):
     """The paper's formula in float64 with plain autograd: the full out x in matrix, no tricks."""
     x, weight, lora_A, lora_B, magnitude = (t.double() for t in (x, weight, lora_A, lora_B, magnitude))
     bias = 0.0 if bias is None else bias.double()
-    norm = torch.linalg.norm(weight + S * lora_B @ lora_A, dim=1)
+    norm = torch.linalg.norm(weight + s * lora_B @ lora_A, dim=1)
     g = magnitude / (norm.detach() if detach_norm else norm)
     if noise is None:
-        return g * (x @ weight.t() + S * x @ lora_A.t() @ lora_B.t()) + bias
+        return g * (x @ weight.t() + s * x @ lora_A.t() @ lora_B.t()) + bias
     x_d = x * noise.double()
-    return x @ weight.t() + bias + (g - 1) * (x_d @ weight.t()) + g * S * (x_d @ lora_A.t() @ lora_B.t())
+    return x @ weight.t() + bias + (g - 1) * (x_d @ weight.t()) + g * s * (x_d @ lora_A.t() @ lora_B.t())
 
 
 def ours(x, p, detach_norm, dropout=None):
@@ -194,3 +194,37 @@ def test_bf16_model_matches_the_fp32_reference(dropout, fp32_adapters):
                         max(max_rel(g, results["ref"][1][n]) for n, g in grads.items()))
     assert errors["ours"][0] < 2e-2 and errors["ours"][1] < 5e-2, errors
     assert errors["ours"][0] < 2 * errors["peft_bf16"][0] and errors["ours"][1] < 2 * errors["peft_bf16"][1], errors
+
+
+def test_inference_factors_are_cached_and_follow_every_change(monkeypatch):
+    """Eval mode without grad reuses g, s g B and (1 - g) bias until a weight, the magnitude or the scale changes."""
+    from dora_plugins import kernels
+
+    calls = []
+    original = kernels.scale_factors
+    monkeypatch.setattr(kernels, "scale_factors", lambda *a: calls.append(1) or original(*a))
+    model = nn.Sequential()
+    model.add_module("proj", nn.Linear(IN, OUT))
+    model = get_peft_model(model, DoraConfig(r=R, lora_alpha=5, target_modules=["proj"], task_type=None)).eval()
+    perturb_adapters(model)
+    proj = model.base_model.model.proj
+    x = torch.randn(4, IN)
+
+    def check():
+        with torch.no_grad():
+            got = model(x)
+        p = (proj.base_layer.weight, proj.base_layer.bias, proj.lora_A["default"].weight,
+             proj.lora_B["default"].weight, proj.lora_magnitude_vector["default"].weight)
+        assert max_rel(got.double(), dense_reference(x, None, *p, True, s=proj.scaling["default"])) < 1e-6
+
+    check(), check()
+    assert len(calls) == 1
+    with torch.no_grad():
+        proj.lora_B["default"].weight.mul_(1.5)
+    check()
+    with torch.no_grad():
+        proj.lora_magnitude_vector["default"].weight.add_(0.3)
+    check()
+    proj.scaling["default"] = 0.25
+    check()
+    assert len(calls) == 4
