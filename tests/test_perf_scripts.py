@@ -13,6 +13,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import generate  # noqa: E402
 import layer  # noqa: E402
+import profile_step  # noqa: E402
 import train_step  # noqa: E402
 import workload  # noqa: E402
 
@@ -52,6 +53,13 @@ def test_generate_benchmark_reports_time_per_token(capsys):
     assert generate.main(argv) in (0, 1)
     out = capsys.readouterr().out
     assert "ours unmerged/lora" in out and "ours_merged" in out
+
+
+def test_profile_step_splits_time_and_counts_saved_activations(capsys):
+    assert profile_step.main([*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--dropout", "0.05"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0] for row in rows] == list(workload.CANDIDATES)
+    assert all(float(row[3]) > 0 for row in rows)
 
 
 def test_cuda_without_cuda_is_a_clear_error():
