@@ -228,3 +228,23 @@ def test_inference_factors_are_cached_and_follow_every_change(monkeypatch):
     proj.scaling["default"] = 0.25
     check()
     assert len(calls) == 4
+
+
+def test_gradient_checkpointing_replays_the_same_dropout_and_gradients():
+    """Checkpointing reruns the forward in backward: the mask (and so every gradient) must be the same."""
+    config = DoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=TARGETS)
+    plain = get_peft_model(make_tiny_llama(), config)
+    perturb_adapters(plain)
+    checkpointed = get_peft_model(make_tiny_llama(), config)
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        torch.manual_seed(3)
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert max_rel(grads[1][name], grad) < 1e-6, name
