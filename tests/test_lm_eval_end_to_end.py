@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dora_plugins import DoraConfig
+from dora_plugins.cli.rescore import score_file
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
 
@@ -134,6 +135,19 @@ def test_lm_eval_scores_the_group_with_both_filters(setup):
     results, samples = lm_eval(root, data_dir, f"pretrained={root / 'model'},dtype=float32", "base")
     check_run(results, samples, data_dir, PAPER_GEN_KWARGS)
     assert results["results"]["dora_piqa"]["acc,improved"] == 0.5  # item 2 of piqa is solution2
+    check_rescore_of_logged_samples(root / "base", results)
+
+
+def check_rescore_of_logged_samples(out, results: dict) -> None:
+    """``dora rescore`` on lm-eval's samples files gives lm-eval's own accuracies, for both extractors."""
+    files = sorted(out.glob("*/samples_dora_*.jsonl"))
+    assert len(files) == len(TASKS)
+    scores = {score.benchmark: score for path in files for score in score_file(path, None, None)}
+    assert set(scores) == set(TASKS.values())
+    for task, benchmark in TASKS.items():
+        assert scores[benchmark].n == 2
+        for name in ("improved", "original"):
+            assert scores[benchmark].accuracy(name) == pytest.approx(results["results"][task][f"acc,{name}"])
 
 
 def test_lm_eval_loads_a_dora_adapter_saved_by_dora_config(setup):

@@ -1,9 +1,10 @@
 """``dora rescore``: re-extract the answers of saved generations with ``original`` and ``improved``, side by side.
 
 Reads the output files of the paper's evaluation script (``experiment/<model>-<adapter>-<benchmark>.json``:
-a JSON list of records with ``instruction``, ``answer``, ``output_pred``, ...) and JSON Lines files whose
-rows carry ``benchmark``, ``answer`` and ``output_pred`` (as ``shared/data/generations/``). Prints, per
-file and benchmark: n, accuracy with each extractor, and how many answers each could not read.
+a JSON list of records with ``instruction``, ``answer``, ``output_pred``, ...), JSON Lines files whose
+rows carry ``benchmark``, ``answer`` and ``output_pred`` (as ``shared/data/generations/``), and the samples
+that ``lm_eval --log_samples`` writes for the ``dora_*`` tasks. Prints, per file and benchmark: n, accuracy
+with each extractor, and how many answers each could not read.
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def from_lm_eval_samples(rows: list[dict]) -> list[dict]:
+    """Rows of lm-eval's ``samples_dora_*.jsonl`` as generation rows; other rows unchanged.
+
+    lm-eval logs every doc once per filter, with the same raw generation: the first filter's rows are kept.
+    """
+    if not rows or "doc" not in rows[0] or "resps" not in rows[0]:
+        return rows
+    first = rows[0].get("filter")
+    return [
+        {**{key: row["doc"].get(key) for key in ("benchmark", "answer", "instruction", "options")},
+         "output_pred": row["resps"][0][0]}
+        for row in rows
+        if row.get("filter") == first
+    ]  # fmt: skip
+
+
 def benchmark_from_name(path: Path, names: list[str]) -> str | None:
     """The benchmark a file name ends with: ``LLaMA-7B-DoRA-ARC-Easy.json``, ``run__piqa.jsonl``."""
     stem = path.stem
@@ -61,7 +78,9 @@ def benchmark_from_name(path: Path, names: list[str]) -> str | None:
 
 
 def _options(row: dict, benchmark: str, data_dir: Path | None, cache: dict) -> list[str] | None:
-    """The item's answer texts: from its instruction, else from ``data_dir`` by ``index``, else unknown."""
+    """The item's answer texts: given, or from its instruction, or from ``data_dir`` by ``index``, or unknown."""
+    if row.get("options"):
+        return row["options"]
     if row.get("instruction"):
         return options_from_instruction(row["instruction"]) or None
     if data_dir is None or "index" not in row:
@@ -78,7 +97,7 @@ def score_file(path: Path, default_benchmark: str | None, data_dir: Path | None)
     fallback = default_benchmark or benchmark_from_name(path, names)
     scores: dict[str, Score] = {}
     cache: dict = {}
-    for i, row in enumerate(read_rows(path)):
+    for i, row in enumerate(from_lm_eval_samples(read_rows(path))):
         benchmark = row.get("benchmark") or fallback
         if benchmark not in names:
             raise DataError(
@@ -112,7 +131,9 @@ def format_table(scores: list[Score]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dora rescore", description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", nargs="+", type=Path, help="experiment/*.json files or *.jsonl generations")
+    parser.add_argument(
+        "files", nargs="+", type=Path, help="experiment/*.json files, *.jsonl generations or lm-eval samples_*.jsonl"
+    )
     parser.add_argument("--benchmark", help="benchmark of rows that name none, when the file name does not say it")
     parser.add_argument(
         "--data-dir",
