@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import (
@@ -19,7 +20,6 @@ from dora_plugins.benchmarks import (
 )
 from dora_plugins.hookspecs import hookimpl
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WITH_HF_FILE = ["boolq", "piqa", "social_i_qa", "winogrande", "ARC-Easy", "ARC-Challenge", "openbookqa"]
 HELLASWAG_ROW = {
     "activity_label": "Roof shingle removal",
@@ -37,8 +37,8 @@ def _jsonl(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("name", WITH_HF_FILE)
 def test_from_hf_reproduces_every_llm_adapters_item_in_order(name):
-    rows = _jsonl(DATA / "hf" / f"{name}.jsonl")
-    gold = json.loads((DATA / "llm_adapters" / name / "test.json").read_text(encoding="utf-8"))
+    rows = _jsonl(SHARED_DATA / "hf" / f"{name}.jsonl")
+    gold = json.loads((SHARED_DATA / "llm_adapters" / name / "test.json").read_text(encoding="utf-8"))
     assert len(rows) == len(gold)
     items = [from_hf(name, row, index=i) for i, row in enumerate(rows)]
     assert [item["instruction"] for item in items] == [g["instruction"] for g in gold]
@@ -78,7 +78,7 @@ def _hellaswag_row_from_instruction(instruction: str, answer: str) -> dict:
 
 
 def test_hellaswag_rule_rebuilds_the_real_instructions():
-    rows = [row for path in sorted(DATA.glob("generations/*hellaswag*.jsonl")) for row in _jsonl(path)]
+    rows = [row for path in sorted(SHARED_DATA.glob("generations/*hellaswag*.jsonl")) for row in _jsonl(path)]
     assert len(rows) == 3792 + 983
     assert sum("[header]" in row["instruction"] for row in rows) > 100  # raw ctx, tags kept
     for row in rows:
@@ -170,16 +170,16 @@ def test_from_hf_rejects_an_answer_key_outside_the_choices():
 
 
 def test_load_llm_adapters_reads_the_real_file_with_options():
-    items = load_llm_adapters(DATA / "llm_adapters", "social_i_qa")
+    items = load_llm_adapters(SHARED_DATA / "llm_adapters", "social_i_qa")
     assert len(items) == 1954
     assert set(items[0]) == {"instruction", "input", "output", "answer", "options"}
     assert items[0]["options"] == ["make a new plan", "Go home and see Riley", "Find somewhere to go"]
-    assert load_llm_adapters(str(DATA / "llm_adapters"), "boolq")[0]["options"] == ["true", "false"]
-    assert load_llm_adapters(DATA / "llm_adapters", "piqa")[1]["options"] == [
+    assert load_llm_adapters(str(SHARED_DATA / "llm_adapters"), "boolq")[0]["options"] == ["true", "false"]
+    assert load_llm_adapters(SHARED_DATA / "llm_adapters", "piqa")[1]["options"] == [
         "replace drawer with bobby pin",
         "finish, woodgrain with  bobby pin",
     ]
-    assert load_llm_adapters(DATA / "llm_adapters", "winogrande")[0]["options"] == ["Sarah", "Maria"]
+    assert load_llm_adapters(SHARED_DATA / "llm_adapters", "winogrande")[0]["options"] == ["Sarah", "Maria"]
 
 
 def test_options_from_instruction_without_a_list_is_empty():

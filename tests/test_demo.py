@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from dora_plugins.cli import demo
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 TRAINED = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")  # the LLM-Adapters train files we sample
 
 

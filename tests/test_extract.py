@@ -9,14 +9,14 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import get_benchmark, load_llm_adapters, options_from_instruction
 from dora_plugins.extract import extract_answer, improved, original
 from dora_plugins.hookspecs import hookimpl
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-GENERATIONS = sorted((DATA / "generations").glob("*.jsonl"))
+GENERATIONS = sorted((SHARED_DATA / "generations").glob("*.jsonl"))
 ARC_OPTIONS = ["density decreases", "years become longer", "days become shorter", "gravity becomes stronger"]
 
 
@@ -26,7 +26,7 @@ def _rows(path: Path) -> list[dict]:
 
 @cache
 def _options(benchmark: str) -> list[list[str]] | None:
-    folder = DATA / "llm_adapters"
+    folder = SHARED_DATA / "llm_adapters"
     return [item["options"] for item in load_llm_adapters(folder, benchmark)] if (folder / benchmark).is_dir() else None
 
 
@@ -69,7 +69,7 @@ def test_improved_reads_every_explicit_answer_in_real_rows():
 
 
 def test_improved_refuses_the_format_echoes_that_original_credits():
-    path = DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl"
+    path = SHARED_DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl"
     echo = (
         "asz123456789\n\nAnswer format: ending1/ending2/ending3/ending4\n                \n                ### Response"
     )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from conftest import SHARED_DATA
 
 from dora_plugins.prompts import EVAL_TEMPLATE, TRAIN_TEMPLATE, eval_prompt, train_text
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Written out by hand from commonsense_evaluate.py / finetune.py (generate_prompt), not from our templates.
 PAPER_EVAL = (
@@ -56,7 +55,7 @@ def test_braces_in_instructions_are_kept_verbatim():
 
 
 def test_prompts_wrap_real_instructions_unchanged():
-    item = json.loads((DATA / "llm_adapters" / "boolq" / "test.json").read_text())[0]
+    item = json.loads((SHARED_DATA / "llm_adapters" / "boolq" / "test.json").read_text())[0]
     prompt = eval_prompt(item["instruction"])
     assert (
         prompt.split("### Instruction:\n" + " " * 16)[1].split("\n\n" + " " * 16 + "### Response:")[0]

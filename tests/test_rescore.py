@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from dora_plugins.benchmarks import options_from_instruction
 from dora_plugins.cli import main as dora
 from dora_plugins.cli.rescore import benchmark_from_name
 from dora_plugins.extract import improved
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-GENERATIONS = sorted((DATA / "generations").glob("*.jsonl"))
+GENERATIONS = sorted((SHARED_DATA / "generations").glob("*.jsonl"))
 NAMES = ["boolq", "piqa", "social_i_qa", "hellaswag", "winogrande", "ARC-Easy", "ARC-Challenge", "openbookqa"]
 
 
@@ -51,8 +51,8 @@ def test_rescore_all_real_generations_counts_both_extractors(capsys):
 
 def _experiment_file(folder: Path, name: str, count: int) -> Path:
     """A file as commonsense_evaluate.py writes it: test.json records plus output_pred, pred, flag."""
-    items = json.loads((DATA / "llm_adapters" / "openbookqa" / "test.json").read_text(encoding="utf-8"))
-    outputs = _rows(DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__final__openbookqa.jsonl")
+    items = json.loads((SHARED_DATA / "llm_adapters" / "openbookqa" / "test.json").read_text(encoding="utf-8"))
+    outputs = _rows(SHARED_DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__final__openbookqa.jsonl")
     records = [
         {**item, "output_pred": out["output_pred"], "pred": out["pred"], "flag": out["pred"] == item["answer"]}
         for item, out in zip(items[:count], outputs[:count], strict=True)
@@ -96,12 +96,12 @@ def test_rescore_takes_the_benchmark_from_a_flag(tmp_path, capsys):
 
 def test_rescore_data_dir_gives_options_to_rows_without_instruction(tmp_path, capsys):
     path = tmp_path / "run__ARC-Easy.jsonl"
-    item = json.loads((DATA / "llm_adapters" / "ARC-Easy" / "test.json").read_text(encoding="utf-8"))[0]
+    item = json.loads((SHARED_DATA / "llm_adapters" / "ARC-Easy" / "test.json").read_text(encoding="utf-8"))[0]
     said = "the correct answer is Sunlight is the source of energy for nearly all ecosystems."  # option 1's text
     row = {"benchmark": "ARC-Easy", "index": 0, "answer": item["answer"], "output_pred": said}
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
     assert _rescore_json(capsys, path)[0]["correct_improved"] == 0
-    assert _rescore_json(capsys, path, "--data-dir", DATA / "llm_adapters")[0]["correct_improved"] == 1
+    assert _rescore_json(capsys, path, "--data-dir", SHARED_DATA / "llm_adapters")[0]["correct_improved"] == 1
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_rescore_unknown_benchmark_flag(tmp_path, capsys):
 
 def test_dora_rescore_console_script(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    path = DATA / "generations" / "Dora-coursework__LLaMA2-7B-LoRA__earlier__boolq.jsonl"
+    path = SHARED_DATA / "generations" / "Dora-coursework__LLaMA2-7B-LoRA__earlier__boolq.jsonl"
     script = Path(sys.executable).with_name("dora")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "dora_plugins"]
     done = subprocess.run([*command, "rescore", str(path)], capture_output=True, text=True, env=env, timeout=120)
@@ -159,7 +159,7 @@ def test_readme_rescore_table_is_what_rescore_prints(capsys):
     section = readme.split("## Extract and rescore", 1)[1].split("\n## ", 1)[0]
     block = section.split("On real generations", 1)[1].split("```\n", 2)[1]
     lines = block.strip("\n").splitlines()
-    files = [DATA / "generations" / line.split()[0] for line in lines[1:]]
+    files = [SHARED_DATA / "generations" / line.split()[0] for line in lines[1:]]
     assert dora(["rescore", *map(str, files)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line.split() for line in printed] == [line.split() for line in [lines[0], printed[1], *lines[1:]]]
