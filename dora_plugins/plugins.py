@@ -38,6 +38,9 @@ class PluginError(RuntimeError):
 
 _pm: pluggy.PluginManager | None = None
 _load_errors: dict[str, str] = {}
+# hook name -> (the implementations it was collected from, the items): extractors and benchmarks are
+# looked up for every answer, so a hook runs again only when a plugin was registered or removed.
+_collected: dict[str, tuple[tuple, dict[str, Registered]]] = {}
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -87,9 +90,16 @@ def _benchmark(benchmark) -> tuple[str, Any, str]:
 
 def _collect(hook_name: str, unpack=_named) -> dict[str, Registered]:
     """Run one hook plugin by plugin, so that errors and collisions name the plugin responsible."""
-    pm = get_plugin_manager()
+    impls = tuple(getattr(get_plugin_manager().hook, hook_name).get_hookimpls())
+    cached = _collected.get(hook_name)
+    if cached is None or cached[0] != impls:
+        _collected[hook_name] = cached = (impls, _run_hook(hook_name, impls, unpack))
+    return dict(cached[1])
+
+
+def _run_hook(hook_name: str, impls: tuple, unpack) -> dict[str, Registered]:
     items: dict[str, Registered] = {}
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    for impl in impls:
         plugin = impl.plugin_name
         mine: dict[str, Registered] = {}
 
@@ -133,3 +143,4 @@ def reset() -> None:
     global _pm
     _pm = None
     _load_errors.clear()
+    _collected.clear()
