@@ -47,12 +47,25 @@ def weight_norm(
     weight_sq: torch.Tensor,
 ) -> torch.Tensor:
     """Row norms of ``W0 + s*B@A`` (out,), in at least fp32, from the factors (see the module docstring)."""
+    return row_norm(weight_sq, *norm_terms(weight, lora_A, lora_B), scaling)
+
+
+def norm_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cross_i = <(W0 A^T)_i, B_i>`` and ``quad_i = B_i (A A^T) B_i^T`` (out,), in at least fp32.
+
+    ``||W0_i||^2 + s * cross_i`` is also ``<W0_i + s(BA)_i, W0_i>``: the direction change needs no more.
+    """
     acc = accumulation_dtype(lora_A.dtype)
     a = lora_A.to(acc)  # (r, in)
     b = lora_B.to(acc)  # (out, r)
     w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().to(acc)  # W0 A^T: (out, r)
     cross = (w_a * b).sum(dim=1)  # (out,)
     quad = ((b @ (a @ a.t())) * b).sum(dim=1)  # (out,)
+    return cross, quad
+
+
+def row_norm(weight_sq: torch.Tensor, cross: torch.Tensor, quad: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``sqrt(||W0_i||^2 + 2s cross_i + s^2 quad_i)``, floored at NORM_EPS."""
     norm_sq = weight_sq + 2 * scaling * cross + scaling**2 * quad
     return norm_sq.clamp_min(NORM_EPS**2).sqrt()
 

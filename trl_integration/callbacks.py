@@ -73,9 +73,9 @@ def _layer_dynamics(module):
         lora_B = module.lora_B[adapter].weight  # (out, r)
         scaling = module.scaling[adapter]
         weight_sq = dora.base_row_norm_sq(weight)  # (out,)
-        norm = dora.weight_norm(weight, lora_A, lora_B, scaling, weight_sq)  # ||V_n||: (out,)
-        w_a = (lora_A.to(weight.dtype) @ weight.t()).t().to(norm.dtype)  # W0 A^T: (out, r)
-        dot = weight_sq + scaling * (w_a * lora_B.to(norm.dtype)).sum(dim=1)  # <V_n, W0_n>: (out,)
+        cross, quad = dora.norm_terms(weight, lora_A, lora_B)
+        norm = dora.row_norm(weight_sq, cross, quad, scaling)  # ||V_n||: (out,)
+        dot = weight_sq + scaling * cross  # <V_n, W0_n>: (out,)
         base_norm = weight_sq.sqrt()
         magnitudes = getattr(module, "lora_magnitude_vector", {})
         magnitude = magnitudes[adapter].weight.to(norm.dtype) if adapter in magnitudes else norm
