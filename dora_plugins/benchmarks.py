@@ -195,7 +195,8 @@ def load_llm_adapters(data_dir: str | Path, benchmark: str) -> list[dict]:
     with a :class:`DataError` that names the file, the record and the field.
     """
     path = Path(data_dir) / benchmark / "test.json"
-    records = _read_json_list(path, benchmark)
+    _check_data_file(path, benchmark)
+    records = read_records(path)
     items = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
@@ -208,7 +209,7 @@ def load_llm_adapters(data_dir: str | Path, benchmark: str) -> list[dict]:
     return items
 
 
-def _read_json_list(path: Path, benchmark: str) -> list:
+def _check_data_file(path: Path, benchmark: str) -> None:
     if not path.parent.parent.is_dir():
         raise DataError(
             f"Data folder '{path.parent.parent}' does not exist. Pass LLM-Adapters' dataset/ folder, "
@@ -220,10 +221,20 @@ def _read_json_list(path: Path, benchmark: str) -> list:
             f"No file {path}: the data folder needs {benchmark}/test.json. Folders with a test.json: "
             f"{', '.join(present) or 'none'}"
         )
+
+
+def read_records(path: Path) -> list:
+    """The records of an existing file: a JSON list, or JSON Lines (one record per line) for ``.jsonl``.
+
+    LLM-Adapters' data, the paper's evaluation output and generations all come this way.
+    """
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); expected LLM-Adapters' list of records") from exc
+        raise DataError(f"{path} is not valid JSON ({exc}); expected a JSON list of records or JSON Lines") from exc
     if not isinstance(records, list):
-        raise DataError(f"{path} holds a JSON {type(records).__name__}, expected a list of records")
+        raise DataError(f"{path} holds a JSON {type(records).__name__}, not a list of records")
     return records

@@ -212,7 +212,7 @@ def test_load_llm_adapters_not_json(tmp_path):
 
 def test_load_llm_adapters_not_a_list(tmp_path):
     _write(tmp_path, '{"instruction": "x"}')
-    with pytest.raises(DataError, match=r"test.json holds a JSON dict, expected a list of records"):
+    with pytest.raises(DataError, match=r"test.json holds a JSON dict, not a list of records"):
         load_llm_adapters(tmp_path, "boolq")
 
 

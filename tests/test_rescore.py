@@ -125,7 +125,7 @@ def test_benchmark_from_file_name(file_name, expected):
     [
         (None, "No file"),
         ("[{", "is not valid JSON"),
-        ('{"answer": "true"}', "must hold a JSON list of records"),
+        ('{"answer": "true"}', "holds a JSON dict, not a list of records"),
         ('[{"answer": "true", "output_pred": "true"}, {"answer": "true"}]', "record 1 has no field 'output_pred'"),
         ('[{"output_pred": "true"}]', "record 0 has no field 'answer'"),
     ],

@@ -11,9 +11,9 @@ columns as they are.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from dora_plugins.benchmarks import read_records
 from dora_plugins.prompts import train_text
 
 REQUIRED_FIELDS = ("instruction", "output")
@@ -38,19 +38,7 @@ def _read_file(path: Path) -> list[dict]:
             f"Dataset file {path} does not exist. Pass an LLM-Adapters JSON file (a list of records with "
             "'instruction', 'input' and 'output', e.g. commonsense_170k.json) or a hub dataset id."
         )
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"Dataset file {path} is not valid JSON: {exc}. Expected a list of records.") from None
-    if not isinstance(data, list):
-        raise ValueError(
-            f"Dataset file {path} holds a JSON {type(data).__name__}, not a list of records "
-            "({'instruction': ..., 'input': ..., 'output': ...})."
-        )
-    return data
+    return read_records(path)
 
 
 def _read_hub(name: str, config: str | None, split: str) -> list[dict]:

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dora_plugins.benchmarks import DataError, load_llm_adapters, options_from_instruction
+from dora_plugins.benchmarks import DataError, load_llm_adapters, options_from_instruction, read_records
 from dora_plugins.plugins import get_answer_extractors, get_benchmarks
 
 METHODS = ("original", "improved")
@@ -41,15 +41,8 @@ def read_rows(path: Path) -> list[dict]:
     """The records of one file: a JSON list (the paper's ``experiment/*.json``) or JSON Lines."""
     if not path.is_file():
         raise DataError(f"No file {path}. Pass the paper's experiment/*.json files or *.jsonl generations.")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); expected a JSON list of records or JSON Lines") from exc
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+    rows = read_records(path)
+    if not all(isinstance(row, dict) for row in rows):
         raise DataError(f"{path} must hold a JSON list of records (objects), as the paper's experiment/*.json do")
     return rows
 
