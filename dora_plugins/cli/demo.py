@@ -109,18 +109,15 @@ def _step(number: int, title: str) -> None:
 
 def build_base(directory: str, seed: int) -> None:
     """The tiny base model and a tokenizer trained on the demo's own training and evaluation text."""
+    from dora_plugins.benchmarks import load_llm_adapters
     from dora_plugins.cli.demo_model import save_base_model
     from dora_plugins.prompts import eval_prompt, train_text
 
     records = json.loads(TRAIN_FILE.read_text())
     texts = [train_text(r["instruction"], r["output"], r.get("input", "")) for r in records]
     for benchmark, _, _ in COLUMNS:
-        texts += [eval_prompt(item["instruction"]) for item in _eval_items(benchmark)]
+        texts += [eval_prompt(item["instruction"]) for item in load_llm_adapters(EVAL_DIR, benchmark)]
     save_base_model(directory, texts, seed=seed)
-
-
-def _eval_items(benchmark: str) -> list[dict]:
-    return json.loads((EVAL_DIR / benchmark / "test.json").read_text())
 
 
 def train(base: str, adapter: str, settings: Settings) -> int:
@@ -159,13 +156,11 @@ def evaluate(model_dir: str, settings: Settings) -> dict:
     import torch
     from lm_eval.tasks import TaskManager
 
-    import lm_eval_tasks
+    from lm_eval_tasks.discovery import TASK_DIR
 
     # lm-eval warns once per task that custom datasets take --metadata: noise for a first run.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    task_manager = TaskManager(
-        include_path=str(Path(lm_eval_tasks.__file__).parent), metadata={"data_dir": str(EVAL_DIR)}
-    )
+    task_manager = TaskManager(include_path=TASK_DIR, metadata={"data_dir": str(EVAL_DIR)})
     return lm_eval.simple_evaluate(
         model="hf",
         model_args={"pretrained": model_dir, "dtype": "float32"},
@@ -199,9 +194,11 @@ def summarize(results: dict) -> dict:
 
 
 def _chance(benchmark: str, count: int) -> float:
-    """Expected accuracy of a uniform random guess over the first ``count`` items (from 'Answer format: a/b/c')."""
-    items = _eval_items(benchmark)[:count]
-    return sum(1 / len(item["instruction"].rsplit("Answer format:", 1)[1].split("/")) for item in items) / len(items)
+    """Expected accuracy of a uniform random guess over the first ``count`` items."""
+    from dora_plugins.benchmarks import load_llm_adapters
+
+    items = load_llm_adapters(EVAL_DIR, benchmark)[:count]
+    return sum(1 / len(item["options"]) for item in items) / len(items)
 
 
 def format_table(table: dict) -> str:
