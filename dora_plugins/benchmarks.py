@@ -13,14 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
 from .suggestions import did_you_mean
 
 ITEM_FIELDS = ("instruction", "input", "output", "answer")
 FORMAT_PREFIX = "Answer format: "
-
-
-class DataError(ValueError):
-    """A benchmark row or file does not have the shape we need; the message names where and what."""
 
 
 @dataclass(frozen=True)

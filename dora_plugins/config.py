@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from peft import LoraConfig
 from peft.utils import PeftType
 
+from .errors import ConfigError
 from .peft_layer import CUSTOM_MODULES
 
 # The paper's commonsense setting (Liu et al. 2024, table 8 and the released scripts).
@@ -44,9 +45,9 @@ class DoraConfig(LoraConfig):
         _check_positive("r", self.r)
         _check_positive("lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         if not self.use_dora:
-            raise ValueError("DoraConfig requires use_dora=True; for plain LoRA use peft.LoraConfig.")
+            raise ConfigError("DoraConfig requires use_dora=True; for plain LoRA use peft.LoraConfig.")
         super().__post_init__()
         self._register_custom_module(CUSTOM_MODULES)
 
@@ -62,7 +63,7 @@ class DoraConfig(LoraConfig):
         """Build from a saved ``adapter_config.json`` (ours or stock PEFT's DoRA)."""
         peft_type = kwargs.pop("peft_type", PeftType.LORA)
         if peft_type != PeftType.LORA or not kwargs.get("use_dora", False):
-            raise ValueError(
+            raise ConfigError(
                 f"Not a DoRA adapter config (peft_type={peft_type}, use_dora={kwargs.get('use_dora')}); "
                 "load it with peft.PeftConfig.from_pretrained instead."
             )
@@ -75,4 +76,4 @@ class DoraConfig(LoraConfig):
 
 def _check_positive(name: str, value) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+        raise ConfigError(f"{name} must be a positive number, got {value!r}.")

@@ -200,12 +200,13 @@ def extract_answer(text: str, benchmark: str, method: str = "improved", options:
 
     ``method`` names a registered extractor: "original" (the paper's), "improved", or one from a plugin.
     """
+    from .errors import ConfigError
     from .plugins import get_answer_extractors
     from .suggestions import did_you_mean
 
     extractors = get_answer_extractors()
     if method not in extractors:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown answer extractor '{method}'.{did_you_mean(method, extractors)} "
             f"Available: {', '.join(extractors)}. "
             "Extractors come from the dora_answer_extractors hook ('dora plugins' lists them)."

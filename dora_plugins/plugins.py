@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
 
 ENTRY_POINT_GROUP = "dora_plugins"
 BUILTIN_PLUGINS = ("dora_plugins.builtin",)
@@ -30,10 +31,6 @@ class Registered:
     value: Any
     description: str
     plugin: str
-
-
-class PluginError(RuntimeError):
-    """Two plugins registered the same name; the message names both."""
 
 
 _pm: pluggy.PluginManager | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .errors import ConfigError
 from .plugins import get_adapter_presets
 from .suggestions import did_you_mean
 
@@ -12,7 +13,7 @@ def adapter_config(name: str, **overrides):
     """The ``peft.LoraConfig`` of preset ``name`` ("dora", "dora_half", "lora", or a plugin's), with overrides."""
     presets = get_adapter_presets()
     if name not in presets:
-        raise ValueError(_unknown("preset", name, presets))
+        raise ConfigError(_unknown("preset", name, presets))
     factory = presets[name].value
     try:
         return factory(**overrides)
@@ -21,7 +22,7 @@ def adapter_config(name: str, **overrides):
             raise
         config_fields = {f.name for f in dataclasses.fields(factory())}
         bad = sorted(set(overrides) - config_fields)
-        raise ValueError(
+        raise ConfigError(
             " ".join(f"Unknown option '{key}' for preset '{name}'.{did_you_mean(key, config_fields)}" for key in bad)
             + " Options are the fields of peft.LoraConfig."
         ) from exc

@@ -141,7 +141,7 @@ def test_rescore_bad_files_are_clear_errors(tmp_path, capsys, content, message):
 
 def test_rescore_unknown_benchmark_flag(tmp_path, capsys):
     assert dora(["rescore", str(GENERATIONS[0]), "--benchmark", "boolqq"]) == 2
-    assert "unknown --benchmark 'boolqq'. Known: ARC-Challenge" in capsys.readouterr().err
+    assert "dora rescore: error: Unknown benchmark 'boolqq'. Did you mean 'boolq'?" in capsys.readouterr().err
 
 
 def test_dora_rescore_console_script(tmp_path):

@@ -13,9 +13,9 @@ unless ``--lora_*`` flags say otherwise.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from dora_plugins.errors import ConfigError, MissingFileError
 from dora_plugins.suggestions import did_you_mean
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -26,14 +26,10 @@ def main(argv: list[str]) -> int:
     """Parse ``argv`` (TRL flags, ours, ``--config``), check everything, train and save. Returns the exit status."""
     from .train import prepare, run
 
-    try:
-        parser = make_parser()
-        argv = resolve_config(list(argv), parser)
-        script_args, training_args, model_args, dora_args = parser.parse_args_and_config(args=argv)
-        trainer = prepare(script_args, training_args, model_args, dora_args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"dora sft: error: {exc}", file=sys.stderr)
-        return 2
+    parser = make_parser()
+    argv = resolve_config(list(argv), parser)
+    script_args, training_args, model_args, dora_args = parser.parse_args_and_config(args=argv)
+    trainer = prepare(script_args, training_args, model_args, dora_args)
     run(trainer, model_args, dora_args)
     trainer.accelerator.print(f"Adapter saved to {training_args.output_dir}")
     return 0
@@ -77,17 +73,20 @@ def recipe_names() -> list[str]:
 
 def resolve_config(argv: list[str], parser) -> list[str]:
     """Replace a recipe name after ``--config`` by its path and reject unknown keys in the YAML, naming them."""
+    for i, arg in enumerate(argv):  # --config=NAME, which HfArgumentParser's own pre-parse does not take
+        if arg.startswith("--config="):
+            argv[i : i + 1] = ["--config", arg.removeprefix("--config=")]
     if "--config" not in argv:
         return argv
     index = argv.index("--config") + 1
     if index >= len(argv):
-        raise ValueError(f"--config needs a YAML file or a recipe name ({', '.join(recipe_names())}).")
+        raise ConfigError(f"--config needs a YAML file or a recipe name ({', '.join(recipe_names())}).")
     path = Path(argv[index])
     if not path.is_file():
         shipped = RECIPES_DIR / f"{argv[index].removesuffix('.yaml')}.yaml"
         if not shipped.is_file():
             hint = did_you_mean(argv[index], recipe_names())
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Config '{argv[index]}' is neither a file nor a shipped recipe.{hint} "
                 f"Recipes: {', '.join(recipe_names())}."
             )
@@ -98,19 +97,19 @@ def resolve_config(argv: list[str], parser) -> list[str]:
 
 
 def check_config_keys(path: Path, parser) -> None:
-    """Raise a ``ValueError`` naming each key of the YAML ``path`` that no option of ``parser`` takes."""
+    """Raise a ``ConfigError`` naming each key of the YAML ``path`` that no option of ``parser`` takes."""
     import yaml
 
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"Config {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"Config {path} is not valid YAML: {exc}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"Config {path} must be a YAML mapping of option: value.")
+        raise ConfigError(f"Config {path} must be a YAML mapping of option: value.")
     known = {action.dest for action in parser._actions} | {"env"}
     unknown = [key for key in config if key not in known]
     if unknown:
         hints = "".join(did_you_mean(key, known, naming_value=True) for key in unknown)
-        raise ValueError(
+        raise ConfigError(
             f"Unknown key(s) {unknown} in config {path}.{hints} Keys are the options of 'dora sft --help'."
         )

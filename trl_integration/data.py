@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dora_plugins.benchmarks import read_records
+from dora_plugins.errors import DataError, MissingFileError
 from dora_plugins.prompts import train_text
 
 REQUIRED_FIELDS = ("instruction", "output")
@@ -34,7 +35,7 @@ def load_records(source: str, config: str | None = None, split: str = "train") -
 
 def _read_file(path: Path) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Dataset file {path} does not exist. Pass an LLM-Adapters JSON file (a list of records with "
             "'instruction', 'input' and 'output', e.g. commonsense_170k.json) or a hub dataset id."
         )
@@ -47,27 +48,27 @@ def _read_hub(name: str, config: str | None, split: str) -> list[dict]:
     try:
         return load_dataset(name, name=config, split=split).to_list()
     except (FileNotFoundError, ValueError) as exc:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Could not load dataset '{name}' (config {config}, split {split}): {exc} Pass an LLM-Adapters JSON "
             "file (a list of records with 'instruction', 'input' and 'output') or a hub dataset id with those columns."
         ) from exc
 
 
 def check_records(records: list, source: str) -> None:
-    """Raise a ``ValueError`` naming ``source`` and the first record that is not a usable LLM-Adapters record."""
+    """Raise a ``DataError`` naming ``source`` and the first record that is not a usable LLM-Adapters record."""
     if not records:
-        raise ValueError(f"Dataset {source} has no records.")
+        raise DataError(f"Dataset {source} has no records.")
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ValueError(f"Dataset {source}, record {index}: expected an object, got {type(record).__name__}.")
+            raise DataError(f"Dataset {source}, record {index}: expected an object, got {type(record).__name__}.")
         missing = [key for key in REQUIRED_FIELDS if not isinstance(record.get(key), str)]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"Dataset {source}, record {index} lacks the text field(s) {missing} (it has {sorted(record)}). "
                 "Every record needs 'instruction' and 'output' strings; 'input' is optional."
             )
         if not isinstance(record.get("input", ""), str):
-            raise ValueError(f"Dataset {source}, record {index}: 'input' must be a string.")
+            raise DataError(f"Dataset {source}, record {index}: 'input' must be a string.")
 
 
 def tokenize_record(record: dict, tokenizer, cutoff_len: int = 256, train_on_inputs: bool = True) -> dict:
@@ -102,7 +103,7 @@ def sft_datasets(
     from datasets import Dataset
 
     if val_set_size < 0 or val_set_size >= len(records):
-        raise ValueError(
+        raise DataError(
             f"val_set_size={val_set_size} must be in [0, {len(records)}) for a dataset of {len(records)} records; "
             "use 0 to train on everything."
         )

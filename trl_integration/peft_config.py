@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 from dora_plugins import adapter_config
+from dora_plugins.errors import ConfigError
 from dora_plugins.suggestions import did_you_mean
 
 # ModelConfig field -> LoraConfig field, passed on only when set (not None / not False).
@@ -38,17 +39,17 @@ def build_peft_config(preset: str, model_args=None, detach_norm: bool = True):
         overrides["target_modules"] = [targets]  # TRL turns a one-item list into a string, which PEFT reads as a regex
     config = adapter_config(preset, **overrides)
     if getattr(model_args, "use_dora", False) and not config.use_dora:
-        raise ValueError(f"--use_dora was given but preset '{preset}' is not DoRA; use --preset dora or dora_half.")
+        raise ConfigError(f"--use_dora was given but preset '{preset}' is not DoRA; use --preset dora or dora_half.")
     fields = {f.name for f in dataclasses.fields(config)}
     if "detach_norm" in fields:
         config.detach_norm = detach_norm
     elif not detach_norm:
-        raise ValueError(f"detach_norm=False needs a DoRA preset; preset '{preset}' is {type(config).__name__}.")
+        raise ConfigError(f"detach_norm=False needs a DoRA preset; preset '{preset}' is {type(config).__name__}.")
     return config
 
 
 def check_target_modules(model, peft_config) -> None:
-    """Raise a clear ``ValueError`` when a target module name matches no module of ``model``."""
+    """Raise a clear ``ConfigError`` when a target module name matches no module of ``model``."""
     targets = peft_config.target_modules
     if not targets or isinstance(targets, str):  # a regex or "all-linear": PEFT checks those itself
         return
@@ -58,7 +59,7 @@ def check_target_modules(model, peft_config) -> None:
     if not missing:
         return
     hints = "".join(did_you_mean(name, linear, naming_value=True) for name in missing)
-    raise ValueError(
+    raise ConfigError(
         f"Target module(s) {missing} not found in {type(model).__name__}.{hints} Its linear layers are: "
         f"{', '.join(linear)}. Set --lora_target_modules (target_modules=...) to some of them."
     )

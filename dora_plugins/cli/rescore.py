@@ -15,7 +15,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dora_plugins.benchmarks import DataError, load_llm_adapters, options_from_instruction, read_records
+from dora_plugins.benchmarks import get_benchmark, load_llm_adapters, options_from_instruction, read_records
+from dora_plugins.errors import DataError
 from dora_plugins.plugins import get_answer_extractors, get_benchmarks
 
 METHODS = ("original", "improved")
@@ -139,17 +140,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.benchmark and args.benchmark not in get_benchmarks():
-        print(
-            f"dora rescore: unknown --benchmark '{args.benchmark}'. Known: {', '.join(get_benchmarks())}",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        scores = [score for path in args.files for score in score_file(path, args.benchmark, args.data_dir)]
-    except DataError as exc:
-        print(f"dora rescore: {exc}", file=sys.stderr)
-        return 2
+    if args.benchmark:
+        get_benchmark(args.benchmark)  # an unknown name fails here, with the close names
+    scores = [score for path in args.files for score in score_file(path, args.benchmark, args.data_dir)]
     if args.json:
         rows = [
             {**asdict(s), "acc_original": s.accuracy("original"), "acc_improved": s.accuracy("improved")}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from trl_integration.cli import main, recipe_names
+from dora_plugins.cli import main as dora_main
+from trl_integration.cli import recipe_names
 
 RECIPE = "llama_7b_dora"  # the paper's LLaMA-7B DoRA row, shrunk below to a tiny model and a few steps
 TINY_RUN = [
@@ -144,8 +145,11 @@ def test_dora_sft_runs_under_accelerate_launch_ddp_on_cpu(tmp_path, tiny_model_d
 
 
 def _fails(capsys, *args: str) -> str:
-    assert main(list(args)) == 2
-    return capsys.readouterr().err
+    """``dora sft ARGS`` fails with status 2; its stderr (one ``dora sft: error:`` line, no traceback)."""
+    assert dora_main(["sft", *args]) == 2
+    err = capsys.readouterr().err
+    assert "dora sft: error: " in err and "Traceback" not in err
+    return err
 
 
 @pytest.fixture
