@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from dora_plugins import DoraConfig, adapter_config, load_adapter
-from dora_plugins.cli.merge import merge
+from dora_plugins.merge import merge_adapter
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())
 torch.manual_seed(0)
@@ -37,7 +37,7 @@ model.save_pretrained(out / "adapter")
 reloaded = load_adapter(AutoModelForCausalLM.from_pretrained(out / "base"), out / "adapter").eval()
 
 # 4. Merge into a plain transformers model: no PEFT, no inference overhead (same as `dora merge`).
-merge(str(out / "base"), str(out / "adapter"), str(out / "merged"))
+merge_adapter(out / "base", out / "adapter", out / "merged", overwrite=True)
 merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
 with torch.no_grad():
     gap = (reloaded(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max().item()

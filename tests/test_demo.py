@@ -157,12 +157,15 @@ def test_quick_demo_results_json_matches_lm_eval_scores(quick_demo):
 
 
 def test_without_output_the_work_folder_is_removed_and_failures_propagate(monkeypatch, capsys):
+    from dora_plugins.errors import DataError
+
     seen = []
 
-    def fake_run(workdir, settings, status=0):
+    def fake_run(workdir, settings, final=None, fail=False):
         (workdir / "results.json").write_text("{}")
         seen.append((workdir, settings))
-        return status
+        if fail:
+            raise DataError("training failed")
 
     monkeypatch.setattr(demo, "run", fake_run)
     assert demo.main(["--quick"]) == 0
@@ -170,7 +173,25 @@ def test_without_output_the_work_folder_is_removed_and_failures_propagate(monkey
     assert settings == demo.QUICK and not workdir.exists()
     assert "Pass --output DIR to keep" in capsys.readouterr().out
 
-    monkeypatch.setattr(demo, "run", lambda workdir, settings: fake_run(workdir, settings, status=2))
-    assert demo.main([]) == 2
+    monkeypatch.setattr(demo, "run", lambda workdir, settings: fake_run(workdir, settings, fail=True))
+    with pytest.raises(DataError, match="training failed"):
+        demo.main([])
     assert seen[-1][1] == demo.FULL and not seen[-1][0].exists()
     assert "Next, with a real model" not in capsys.readouterr().out
+
+
+def test_a_failed_run_leaves_an_existing_output_as_it_was(monkeypatch, tmp_path):
+    from dora_plugins.errors import DataError
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("previous run")
+
+    def failing_run(workdir, settings, final=None):
+        (workdir / "results.json").write_text("half")
+        raise DataError("training failed")
+
+    monkeypatch.setattr(demo, "run", failing_run)
+    with pytest.raises(DataError):
+        demo.main(["--output", str(tmp_path / "out"), "--overwrite"])
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "results.json").read_text() == "previous run"

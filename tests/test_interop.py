@@ -106,14 +106,15 @@ def test_dora_merge_cli_writes_a_plain_transformers_model(saved, tmp_path):
     assert max_rel(logits(merged), expected) < 1e-5
 
 
-def test_failed_merge_leaves_previous_output_intact(saved, tmp_path):
+def test_failed_merge_leaves_previous_output_intact(saved, tmp_path, capsys):
     root, _ = saved
     out = tmp_path / "merged"
     out.mkdir()
     (out / "keep.txt").write_text("previous checkpoint")
     (root / "adapter" / "adapter_model.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="corrupt or not safetensors"):
-        dora_main(["merge", "--base", str(root / "base"), "--adapter", str(root / "adapter"), "--output", str(out)])
+    argv = ["merge", "--base", str(root / "base"), "--adapter", str(root / "adapter"), "--output", str(out)]
+    assert dora_main([*argv, "--overwrite"]) == 2
+    assert "corrupt or not safetensors" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "previous checkpoint"
 
 

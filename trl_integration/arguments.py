@@ -35,3 +35,10 @@ class DoraArguments:
         default=None,
         metadata={"help": "Also write the base model with the adapter merged in here (a plain transformers model)."},
     )
+    overwrite_merged_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an existing non-empty merged_output_dir; its old contents stay until the new model is "
+            "complete."
+        },
+    )

@@ -1,10 +1,17 @@
 """A ``dora sft`` run: checks everything, then trains with :class:`DoraSFTTrainer` and saves.
 
-Every check (preset, dataset file and records, target modules, evaluation split) runs in
-:func:`prepare`, before the first training step.
+Every check (outputs, model, preset, dataset file and records, resume checkpoint, target modules,
+evaluation split) runs in :func:`prepare`, before the first training step; the cheap ones run before
+anything heavy loads.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from dora_plugins.errors import ConfigError, MissingFileError
+from dora_plugins.models import check_model_source
+from dora_plugins.outputs import check_output
 
 from .arguments import DoraArguments
 from .callbacks import DoraDynamicsCallback
@@ -19,14 +26,17 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
 
     peft_config = build_peft_config(dora_args.preset, model_args, dora_args.detach_norm)
     if not script_args.dataset_name:
-        raise ValueError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
+        raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
     if not model_args.model_name_or_path:
-        raise ValueError("No model: pass --model_name_or_path (a local directory or a hub id).")
+        raise ConfigError("No model: pass --model_name_or_path (a local directory or a hub id).")
     if not dora_args.val_set_size and training_args.eval_strategy != "no":
-        raise ValueError(
+        raise ConfigError(
             f"eval_strategy={training_args.eval_strategy.value!r} needs held-out records: set --val_set_size "
             "(the paper: 120) or --eval_strategy no."
         )
+    check_outputs(script_args, training_args, model_args, dora_args)
+    check_model_source(model_args.model_name_or_path)
+    training_args.resume_from_checkpoint = resume_checkpoint(training_args)
     records = load_records(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     remote = training_args.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(
@@ -50,20 +60,59 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
     return trainer
 
 
+def check_outputs(script_args, training_args, model_args, dora_args: DoraArguments) -> None:
+    """Neither output may be, hold or lie in an input; the merged model may not land in the training output."""
+    inputs = {"base model": model_args.model_name_or_path, "dataset": script_args.dataset_name}
+    # output_dir may exist with checkpoints (that is how a run resumes); only its place is checked.
+    check_output(training_args.output_dir, inputs, overwrite=True, option="--output_dir")
+    if dora_args.merged_output_dir:
+        check_output(
+            dora_args.merged_output_dir,
+            {**inputs, "training output (--output_dir)": training_args.output_dir},
+            overwrite=dora_args.overwrite_merged_output_dir,
+            option="--merged_output_dir",
+            overwrite_flag="--overwrite_merged_output_dir",
+        )
+
+
+def resume_checkpoint(training_args) -> str | bool | None:
+    """``--resume_from_checkpoint``: ``true``/``last`` is the latest complete checkpoint of output_dir, which must
+    exist; a path must be a checkpoint folder. Checked now, before the model loads."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = training_args.resume_from_checkpoint
+    if resume in (None, False) or (isinstance(resume, str) and resume.lower() in ("false", "")):
+        return None
+    output_dir = Path(training_args.output_dir)
+    if resume is True or resume.lower() in ("true", "last"):
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise MissingFileError(
+                f"--resume_from_checkpoint {resume}: {output_dir} holds no checkpoint-N folder to resume from. "
+                "Drop the flag to start a new run, or pass the output_dir of the run to resume."
+            )
+        return last
+    if not (Path(resume) / "trainer_state.json").is_file():
+        raise MissingFileError(
+            f"--resume_from_checkpoint {resume} is not a checkpoint folder (no trainer_state.json). Pass a "
+            "checkpoint-N folder, or 'true' for the latest one in --output_dir."
+        )
+    return resume
+
+
 def load_model(model_args, trust_remote_code: bool = False):
     """The base model as TRL's ``sft`` script loads it (dtype, attention, quantization from ``ModelConfig``)."""
-    import torch
-    from transformers import AutoModelForCausalLM
     from trl import get_quantization_config
 
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    from dora_plugins.models import load_causal_lm
+
     quantization_config = get_quantization_config(model_args)
-    return AutoModelForCausalLM.from_pretrained(
+    return load_causal_lm(
         model_args.model_name_or_path,
+        model_args.dtype,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,
         attn_implementation=model_args.attn_implementation,
-        dtype=dtype,
         quantization_config=quantization_config,
         device_map=_kbit_device_map() if quantization_config is not None else None,
     )
@@ -78,13 +127,16 @@ def _kbit_device_map():
 def run(trainer: DoraSFTTrainer, model_args, dora_args: DoraArguments) -> None:
     """Train (resuming when asked), save the adapter in PEFT format, and merge when asked."""
     args = trainer.args
-    resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True  # the latest checkpoint-N in output_dir
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     if dora_args.merged_output_dir and trainer.accelerator.is_main_process:
-        from dora_plugins.cli.merge import merge
+        from dora_plugins.merge import merge_adapter
 
-        merge(model_args.model_name_or_path, args.output_dir, dora_args.merged_output_dir, dtype=model_args.dtype)
+        merge_adapter(
+            model_args.model_name_or_path,
+            args.output_dir,
+            dora_args.merged_output_dir,
+            dtype=model_args.dtype or "auto",
+            overwrite=dora_args.overwrite_merged_output_dir,
+        )
     trainer.accelerator.wait_for_everyone()

@@ -3,24 +3,24 @@
 transformers writes ``checkpoint-N`` in place, so a crash during a save leaves a partial folder
 that ``resume_from_checkpoint=True`` then picks as the latest. Here every checkpoint is written
 under ``<output_dir>/.partial/checkpoint-N`` and renamed into place only once complete (on one
-file system a rename is atomic), and the final adapter files are written beside their target
-and moved over it with ``os.replace``. The adapter itself is PEFT's, saved by PEFT.
+file system a rename is atomic; re-saving an existing step swaps the folders atomically), and the
+final adapter files are written beside their target and moved in by
+:func:`dora_plugins.outputs.replace_files`. The adapter itself is PEFT's, saved by PEFT.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import torch.distributed as dist
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import SFTTrainer
 
+from dora_plugins.outputs import replace_files, swap_in
+
 STAGING_DIR = ".partial"  # not a "checkpoint-N" name, so get_last_checkpoint never returns it
-# Moved last, so that a crash while moving leaves the previous weights with, at worst, a newer config.
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 class DoraSFTTrainer(SFTTrainer):
@@ -53,9 +53,7 @@ class DoraSFTTrainer(SFTTrainer):
         if best and os.path.dirname(best) == os.path.dirname(staged):
             self.state.best_model_checkpoint = os.path.join(os.path.dirname(final), os.path.basename(best))
             self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
-        if os.path.exists(final):  # re-saving the same step (e.g. the last step once more)
-            shutil.rmtree(final)
-        os.rename(staged, final)
+        swap_in(staged, final)  # re-saving a step (e.g. the last one once more) swaps the old folder out
         shutil.rmtree(os.path.dirname(staged), ignore_errors=True)
         rotate_checkpoints(
             output_dir=os.path.dirname(final),
@@ -68,15 +66,7 @@ class DoraSFTTrainer(SFTTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return super()._save(output_dir, state_dict=state_dict)
-        os.makedirs(output_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".saving-", dir=output_dir)
-        try:
-            super()._save(staging, state_dict=state_dict)
-            files = sorted(os.listdir(staging), key=lambda f: f.endswith(WEIGHT_SUFFIXES))
-            for file in files:
-                os.replace(os.path.join(staging, file), os.path.join(output_dir, file))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        replace_files(output_dir, lambda folder: super(DoraSFTTrainer, self)._save(str(folder), state_dict=state_dict))
 
 
 def _barrier() -> None:

@@ -59,27 +59,33 @@ def main(argv: list[str] | None = None) -> int:
         prog="dora demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--output", metavar="DIR", help="keep the base model, adapter, merged model, results.json here")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing non-empty --output once the new run is complete"
+    )
     parser.add_argument("--quick", action="store_true", help="a shortened run for CI: 40 steps, 4 items per benchmark")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
 
-    workdir = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="dora-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        status = run(workdir, settings)
-    finally:
-        if not args.output:
+    if args.output:
+        from dora_plugins.outputs import check_output, replace_directory
+
+        target = check_output(args.output, overwrite=args.overwrite)
+        replace_directory(target, lambda folder: run(folder, settings, final=target))
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="dora-demo-"))
+        try:
+            run(workdir, settings)
+        finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    if status == 0:
-        print(next_steps(args.output))
-    return status
+    print(next_steps(args.output))
+    return 0
 
 
-def run(workdir: Path, settings: Settings) -> int:
-    """The four steps; everything is written under ``workdir``. Returns the exit status."""
+def run(workdir: Path, settings: Settings, final: Path | None = None) -> None:
+    """The four steps; everything is written under ``workdir``, which is moved to ``final`` afterwards if given."""
     import torch
 
-    from dora_plugins.cli.merge import merge
+    from dora_plugins.merge import merge_adapter
 
     # A 0.1M-parameter model is fastest on one thread: more only add synchronisation, and on a
     # shared CPU they wait for each other (15x slower per step, measured on 2 busy cores).
@@ -88,11 +94,11 @@ def run(workdir: Path, settings: Settings) -> int:
     _step(1, "Building a tiny LLaMA model and a tokenizer locally (nothing is downloaded)")
     build_base(base, settings.seed)
     _step(2, f"Training a DoRA adapter with 'dora sft' (TRL SFTTrainer), {settings.max_steps} steps")
-    status = train(base, adapter, settings)
-    if status != 0:
-        return status
+    train(base, adapter, settings)
+    if final is not None:  # the adapter names its base model by path: the one it will have after the move
+        _set_base_model_path(Path(adapter), final / "base")
     _step(3, "Merging the adapter into the base model ('dora merge')")
-    merge(base, adapter, merged, dtype="float32")
+    merge_adapter(base, adapter, merged, dtype="float32")
     _step(4, f"Scoring the merged model with lm-eval on {GROUP} (bundled sample of the 8 benchmarks)")
     results = evaluate(merged, settings)
     table = summarize(results)
@@ -100,7 +106,13 @@ def run(workdir: Path, settings: Settings) -> int:
     (workdir / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print()
     print(format_table(table))
-    return 0
+
+
+def _set_base_model_path(adapter: Path, base: Path) -> None:
+    config_file = adapter / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = str(base)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _step(number: int, title: str) -> None:
@@ -120,7 +132,7 @@ def build_base(directory: str, seed: int) -> None:
     save_base_model(directory, texts, seed=seed)
 
 
-def train(base: str, adapter: str, settings: Settings) -> int:
+def train(base: str, adapter: str, settings: Settings) -> None:
     """``dora sft`` with the paper's DoRA preset on the bundled sample, as a user would call it."""
     from trl_integration.cli import main as sft
 
@@ -145,7 +157,7 @@ def train(base: str, adapter: str, settings: Settings) -> int:
         "--gradient_checkpointing", "false",  # pointless for a model this small, and slower
         "--dataloader_pin_memory", "false",
     ]  # fmt: skip
-    return sft(argv)
+    sft(argv)
 
 
 def evaluate(model_dir: str, settings: Settings) -> dict:
