@@ -6,13 +6,14 @@ Imports are lazy so that ``import dora_plugins`` stays cheap and never pulls in 
 from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["DoraConfig", "adapter_config", "get_plugin_manager", "load_adapter"]
+__all__ = ["DoraConfig", "adapter_config", "get_plugin_manager", "load_adapter", "route_peft"]
 
 _LAZY = {
     "DoraConfig": "dora_plugins.config",
     "adapter_config": "dora_plugins.presets",
     "get_plugin_manager": "dora_plugins.plugins",
     "load_adapter": "dora_plugins.adapter",
+    "route_peft": "dora_plugins.peft_layer",
 }
 
 

@@ -11,8 +11,12 @@ so checkpoints are interchangeable with ``LoraConfig(use_dora=True)``.
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig
 from peft.tuners.lora import layer as lora_layer
 from torch import nn
 
@@ -159,3 +163,31 @@ class DoraLinear(lora_layer.Linear):
 
 
 CUSTOM_MODULES = {nn.Linear: DoraLinear}
+
+
+logger = logging.getLogger("dora_plugins")
+_routing = {"enabled": False}
+
+
+def route_peft(enable: bool = True) -> None:
+    """Make every ``peft.LoraConfig(use_dora=True)`` created from now on use our layer, as ``DoraConfig`` does.
+
+    Layers our layer does not support keep PEFT's own DoRA. ``route_peft(False)`` stops routing configs
+    created afterwards.
+    """
+    if not getattr(LoraConfig.__post_init__, "_dora_plugins_routed", False):
+        LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)
+    if enable and not _routing["enabled"]:
+        logger.info("dora-plugins: LoraConfig(use_dora=True) now uses dora-plugins' DoRA layer")
+    _routing["enabled"] = enable
+
+
+def _routed(post_init):
+    @functools.wraps(post_init)
+    def __post_init__(self, *args, **kwargs):
+        post_init(self, *args, **kwargs)
+        if _routing["enabled"] and self.use_dora:
+            self._register_custom_module(CUSTOM_MODULES)
+
+    __post_init__._dora_plugins_routed = True
+    return __post_init__
