@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -36,11 +38,20 @@ def test_train_step_memory_child_reports_a_peak_growth(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_growth"] >= 0
 
 
+PEAK_OF_16_MIB = """
+import torch, workload
+with workload.PeakMemory("cpu") as peak:
+    block = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
+    del block
+print(peak.growth)
+"""
+
+
 def test_peak_memory_sees_a_large_allocation():
-    with workload.PeakMemory("cpu") as peak:
-        block = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
-        del block
-    assert peak.growth >= 15 * 2**20
+    # A fresh process: in a long test session the allocator may hand back pages that are already resident.
+    env = {**os.environ, "PYTHONPATH": str(REPO / "benchmarks")}
+    out = subprocess.run([sys.executable, "-c", PEAK_OF_16_MIB], capture_output=True, text=True, env=env, check=True)
+    assert int(out.stdout.split()[-1]) >= 15 * 2**20
 
 
 def test_layer_benchmark_checks_the_norms_agree_and_reports_the_speed_up(capsys):
