@@ -33,9 +33,7 @@ class DoraConfig(LoraConfig):
         metadata={"help": "Module names (or a regex) that get a DoRA adapter."},
     )
     task_type: str | None = field(default="CAUSAL_LM", metadata={"help": "PEFT task type."})
-    use_dora: bool = field(
-        default=True, metadata={"help": "Always True for a DoraConfig.", "is_lora_variant": True}
-    )
+    use_dora: bool = field(default=True, metadata={"help": "Always True for a DoraConfig.", "is_lora_variant": True})
     detach_norm: bool = field(
         default=True,
         metadata={"help": "Treat the weight norm as a constant in backward (paper section 4.3)."},

@@ -116,7 +116,11 @@ def dropout_noise(x: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
 
 
 def merged_weight(
-    weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, magnitude: torch.Tensor,
+    weight: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    scaling: float,
+    magnitude: torch.Tensor,
     norm: torch.Tensor,
 ) -> torch.Tensor:
     """``W' = m/norm * (W0 + s*B@A)``, in the dtype of W0 (computed in at least fp32)."""
@@ -127,7 +131,11 @@ def merged_weight(
 
 
 def unmerged_weight(
-    merged: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, magnitude: torch.Tensor,
+    merged: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    scaling: float,
+    magnitude: torch.Tensor,
     norm: torch.Tensor,
 ) -> torch.Tensor:
     """Inverse of :func:`merged_weight` given the norm used to merge: ``W0 = W' * norm/m - s*B@A``."""

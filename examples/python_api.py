@@ -1,6 +1,6 @@
 """The Python API on a tiny LLaMA built from a config: nothing is downloaded.
 
-    python examples/python_api.py [OUTPUT_DIR]
+python examples/python_api.py [OUTPUT_DIR]
 """
 
 import sys
@@ -16,8 +16,14 @@ from dora_plugins.merge import merge_adapter
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())
 torch.manual_seed(0)
-config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=128)
+config = LlamaConfig(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+)
 LlamaForCausalLM(config).save_pretrained(out / "base")
 
 # 1. A DoRA model with the paper's settings (r=32, alpha=64, dropout 0.05, q,k,v,up,down) ...

@@ -46,8 +46,16 @@ def ours(x, p, detach_norm, dropout=None):
     norm = weight_norm(p["weight"], p["lora_A"], p["lora_B"], S, base_row_norm_sq(p["weight"]))
     result = nn.functional.linear(x, p["weight"], p["bias"])
     return dora_forward(
-        x, result, weight=p["weight"], bias=p["bias"], lora_A=p["lora_A"], lora_B=p["lora_B"], scaling=S,
-        magnitude=p["magnitude"], norm=norm.detach() if detach_norm else norm, dropout=dropout,
+        x,
+        result,
+        weight=p["weight"],
+        bias=p["bias"],
+        lora_A=p["lora_A"],
+        lora_B=p["lora_B"],
+        scaling=S,
+        magnitude=p["magnitude"],
+        norm=norm.detach() if detach_norm else norm,
+        dropout=dropout,
     )
 
 
@@ -174,12 +182,16 @@ def test_bf16_model_matches_the_fp32_reference(dropout, fp32_adapters):
     perturb_adapters(ref)
     ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
     results = {}
-    for name, peft_config in (("ref", None), ("ours", DoraConfig(**config)),
-                              ("peft_bf16", LoraConfig(use_dora=True, **config))):
+    for name, peft_config in (
+        ("ref", None),
+        ("ours", DoraConfig(**config)),
+        ("peft_bf16", LoraConfig(use_dora=True, **config)),
+    ):
         model = ref
         if peft_config is not None:
-            model = get_peft_model(copy.deepcopy(base).to(torch.bfloat16), peft_config,
-                                   autocast_adapter_dtype=fp32_adapters)
+            model = get_peft_model(
+                copy.deepcopy(base).to(torch.bfloat16), peft_config, autocast_adapter_dtype=fp32_adapters
+            )
             model.load_state_dict(ref.state_dict())
         model.train()
         torch.manual_seed(7)
@@ -190,8 +202,10 @@ def test_bf16_model_matches_the_fp32_reference(dropout, fp32_adapters):
     errors = {}
     for name in ("ours", "peft_bf16"):
         logits, grads = results[name]
-        errors[name] = (max_rel(logits, results["ref"][0]),
-                        max(max_rel(g, results["ref"][1][n]) for n, g in grads.items()))
+        errors[name] = (
+            max_rel(logits, results["ref"][0]),
+            max(max_rel(g, results["ref"][1][n]) for n, g in grads.items()),
+        )
     assert errors["ours"][0] < 2e-2 and errors["ours"][1] < 5e-2, errors
     assert errors["ours"][0] < 2 * errors["peft_bf16"][0] and errors["ours"][1] < 2 * errors["peft_bf16"][1], errors
 
@@ -213,8 +227,13 @@ def test_inference_factors_are_cached_and_follow_every_change(monkeypatch):
     def check():
         with torch.no_grad():
             got = model(x)
-        p = (proj.base_layer.weight, proj.base_layer.bias, proj.lora_A["default"].weight,
-             proj.lora_B["default"].weight, proj.lora_magnitude_vector["default"].weight)
+        p = (
+            proj.base_layer.weight,
+            proj.base_layer.bias,
+            proj.lora_A["default"].weight,
+            proj.lora_B["default"].weight,
+            proj.lora_magnitude_vector["default"].weight,
+        )
         assert max_rel(got.double(), dense_reference(x, None, *p, True, s=proj.scaling["default"])) < 1e-6
 
     check(), check()

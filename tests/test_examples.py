@@ -11,7 +11,9 @@ from conftest import REPO
 def test_python_api_example_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "python_api.py"), str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "trainable params" in result.stdout

@@ -96,8 +96,10 @@ def test_dora_merge_cli_writes_a_plain_transformers_model(saved, tmp_path):
 
     root, expected = saved
     out = tmp_path / "merged"
-    assert dora_main(["merge", "--base", str(root / "base"), "--adapter", str(root / "adapter"),
-                      "--output", str(out)]) == 0
+    assert (
+        dora_main(["merge", "--base", str(root / "base"), "--adapter", str(root / "adapter"), "--output", str(out)])
+        == 0
+    )
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     umask = os.umask(0)
     os.umask(umask)
@@ -143,7 +145,15 @@ def test_adapter_for_another_shape_is_refused_clearly(saved):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tmp_path, _ = saved
-    wider = LlamaForCausalLM(LlamaConfig(hidden_size=96, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128))
+    wider = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=96,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=128,
+        )
+    )
     with pytest.raises(ValueError, match="does not fit this model"):
         load_adapter(wider, tmp_path / "adapter")

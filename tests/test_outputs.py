@@ -173,8 +173,6 @@ def test_partial_folders_of_a_live_writer_are_kept_and_of_a_dead_one_removed(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, foreign.name, ".dora-partial-notes"])
 
 
-
-
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, Path]:
     write_tree(tmp_path / "models" / "base", {"config.json": "{}"})

@@ -123,8 +123,10 @@ class OneLayer(nn.Module):
 def one_layer_dora(weight: torch.Tensor, detach_norm: bool):
     torch.manual_seed(0)
     model = get_peft_model(
-        OneLayer(weight), DoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, target_modules=["proj"],
-                                     task_type=None, detach_norm=detach_norm)
+        OneLayer(weight),
+        DoraConfig(
+            r=2, lora_alpha=3, lora_dropout=0.0, target_modules=["proj"], task_type=None, detach_norm=detach_norm
+        ),
     )
     perturb_adapters(model)
     return model
