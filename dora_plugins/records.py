@@ -102,7 +102,14 @@ def _json_type(value: Any) -> str:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", list: "an array", dict: "an object"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+        Mapping: "an object",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

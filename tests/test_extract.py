@@ -18,7 +18,7 @@ from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import BENCHMARKS, get_benchmark, load_llm_adapters, options_from_instruction
-from dora_plugins.extract import RULES, explain_answer, extract_answer, improved, original
+from dora_plugins.extract import RULES, Explanation, explain_answer, extract_answer, improved, original
 from dora_plugins.hookspecs import hookimpl
 
 ARC_OPTIONS = ["density decreases", "years become longer", "days become shorter", "gravity becomes stronger"]
@@ -703,6 +703,9 @@ def test_plugin_benchmarks_work_with_both_extractors():
         improved("yes", "quiz")
 
 
+LAYERS_README = ["the mesosphere", "the stratosphere", "the troposphere", "the thermosphere"]
+
+
 def test_readme_extractor_examples():
     echo = "asz123456789\n\nAnswer format: ending1/ending2/ending3/ending4"
     assert extract_answer("ANSWER3", "ARC-Easy") == "answer3"
@@ -710,6 +713,10 @@ def test_readme_extractor_examples():
     assert extract_answer("the correct answer is Maria", "winogrande", options=["Sarah", "Maria"]) == "option2"
     assert extract_answer(echo, "hellaswag") == ""
     assert extract_answer(echo, "hellaswag", method="original") == "ending1"
+    explained = explain_answer("We live in the troposphere. Answer format: answer1/", "ARC-Easy", options=LAYERS_README)
+    assert explained == Explanation(
+        "answer3", "option text", "We live in the troposphere. Answer format: answer1", ("echo of the format line",)
+    )
 
 
 def test_improved_treats_a_flood_of_labels_as_garbage():
