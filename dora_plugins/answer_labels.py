@@ -8,6 +8,7 @@ MAX_MENTIONS label-like tokens the text is a flood, not an answer, so the time i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import islice
@@ -122,7 +123,7 @@ def _numbers_stated(response: str, prefix: str, in_range: tuple[str, ...]) -> li
     return mentions
 
 
-def _word_positions(text: str, words: tuple[str, ...]):
+def _word_positions(text: str, words: tuple[str, ...]) -> Iterator[int]:
     """Where each word starts as a whole word, at most MAX_MENTIONS times per word."""
     for word in words:
         at, seen = text.find(word), 0
@@ -160,20 +161,21 @@ def _joined_to_next(response: str, mentions: list[Mention], i: int) -> bool:
 def decide(response: str, mentions: list[Mention]) -> tuple[str, str, Mention | None] | None:
     """(label, rule, deciding mention) from the labels alone; ("", rule, None) when they refuse; None when they
     state nothing (every label is an echo, out of range or negated, or there is none)."""
-    usable = [i for i, m in enumerate(mentions) if not m.echo and not m.negated and m.label]
-    explicit = [i for i in usable if mentions[i].explicit]
+    usable = [m for m in mentions if not m.echo and not m.negated and m.label]
+    explicit = [m for m in usable if m.explicit]
     if explicit:
-        if any(_joined_to_next(response, mentions, i) for i in explicit):
+        if any(_joined_to_next(response, mentions, mentions.index(m)) for m in explicit):
             return "", CONTRADICTION, None
-        found = {mentions[i].label for i in explicit}
-        return (
-            (mentions[explicit[0]].label, EXPLICIT, mentions[explicit[0]])
-            if len(found) == 1
-            else ("", CONTRADICTION, None)
-        )
+        return _one(explicit, EXPLICIT)
     if not usable:
         return None
     if any(m.echo for m in mentions):
         return "", ECHO, None  # a label amid recited labels or format echoes is one more echo
-    plain = {mentions[i].label for i in usable}
-    return (mentions[usable[0]].label, LABEL, mentions[usable[0]]) if len(plain) == 1 else ("", CONTRADICTION, None)
+    return _one(usable, LABEL)
+
+
+def _one(stated: list[Mention], rule: str) -> tuple[str, str, Mention | None]:
+    """The label when all these mentions name the same one; else a contradiction."""
+    labels = {m.label for m in stated}
+    label = labels.pop()
+    return (label, rule, stated[0]) if not labels and label else ("", CONTRADICTION, None)

@@ -54,10 +54,10 @@ def _words(text: str) -> list[str]:
 
 
 def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | None:
-    """Every occurrence of an option's whole text in ``response`` (lower-cased), longest match first.
+    """Every occurrence of an option's whole text in ``response`` (lower-cased), in option order.
 
-    An occurrence inside a longer option's occurrence is dropped. None when the response is too long to be
-    read this way or repeats option texts more than MAX_OCCURRENCES times.
+    An occurrence inside a longer option's occurrence is dropped (the longest match wins). None when the
+    response is too long to be read this way or repeats option texts more than MAX_OCCURRENCES times.
     """
     if len(response) > TEXT_LIMIT:
         return None

@@ -96,7 +96,9 @@ def _quoted_option(response: str, mention: Mention, found: list[answer_text.Occu
     return None
 
 
-def _from_text(response: str, options: Sequence[object], in_range: tuple[str, ...], mentions: list[Mention]):
+def _from_text(
+    response: str, options: Sequence[object], in_range: tuple[str, ...], mentions: list[Mention]
+) -> tuple[str, str, tuple[int, int] | None] | None:
     """(label, rule, evidence span) for an option stated in words, or a refusal; None when no option is stated."""
     found = answer_text.occurrences(response, options[: len(in_range)])
     if found is None:

@@ -9,7 +9,7 @@ file, the line or record, and the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ class Score:
         return {"file": self.file, "benchmark": self.benchmark, "n": self.n, "extractors": extractors}
 
 
-def extractors(methods: Sequence[str]) -> dict[str, Any]:
+def extractors(methods: Sequence[str]) -> dict[str, Callable[[str, str, Sequence[object] | None], str]]:
     """The registered extractors called ``methods``, in order; an unknown name fails before any file is read."""
     return {method: get_extractor(method) for method in dict.fromkeys(methods)}
 
