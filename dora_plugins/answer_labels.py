@@ -25,6 +25,7 @@ _NUMBER_AFTER_CUE = re.compile(
     r"(\d{1,2})(?![\w:]|\.\d)"
 )
 _NUMBER_BEFORE = re.compile(r"(?:^|[^\w.])(\d{1,2})\s{0,3}(?:is|would\s{1,3}be)\s{1,3}(?:the\s{1,3})?$")
+_DIGIT_RUN = re.compile(r"[0-9]+")
 _CUE_WORDS = ("answer", "solution", "ending", "option", "choice")  # found with str.find: regex alternations are slow
 _RIGHT_WORDS = ("correct", "right", "best")
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$")
@@ -98,7 +99,7 @@ def mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) 
         token = match.group(1)
         label = _canonical(token, prefix, in_range)
         mentions.append(Mention(label, token, start, end, explicit, echo, bool(_NEGATION.search(before))))
-    if prefix is not None:
+    if prefix is not None and _more_numbers_than(response, len(matches)):
         mentions += _numbers_stated(response, prefix, in_range)
     mentions.sort(key=lambda m: m.start)
     return _mark_runs(response, mentions)
@@ -121,6 +122,13 @@ def _numbers_stated(response: str, prefix: str, in_range: tuple[str, ...]) -> li
         negated = bool(_NEGATION.search(response, max(0, start - _LOOKBACK), start))
         mentions.append(Mention(label if label in in_range else None, label, start, end, True, False, negated))
     return mentions
+
+
+def _more_numbers_than(response: str, count: int) -> bool:
+    """True when the response holds more runs of digits than ``count`` labels do: a bare number may be stated."""
+    if not any(digit in response for digit in "0123456789"):  # `in` is far faster than a regex scan
+        return False
+    return sum(1 for _ in islice(_DIGIT_RUN.finditer(response), count + 1)) > count
 
 
 def _word_positions(text: str, words: tuple[str, ...]) -> Iterator[int]:

@@ -54,6 +54,7 @@ RULES = (EXPLICIT, LABEL, OPTION_TEXT, ECHO, CONTRADICTION, OUT_OF_RANGE, GARBAG
 
 _FORMAT_LINE = re.compile(r"answer\s?format\s?:[^\n]*")  # on the lower-cased response
 _QUOTES_TEXT = re.compile(r"\s{0,3}[:.)/-]?\s{0,3}[\"'(]?\s{0,2}")
+_QUOTE_MARK = re.compile(r"\s{0,3}[:(\"'-]")  # "answer2: <text>": a label that quotes its option's text
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,50 @@ def _quote(source: str, start: int, end: int, around: int = 24) -> str:
     return " ".join(words)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What ``_read`` found: the answer and rule, and what explain_answer needs to quote and list."""
+
+    label: str
+    rule: str
+    span: tuple[int, int] | None  # the deciding words in ``source``
+    source: str  # the response as written (lower-cased when lower-casing changed its length)
+    mentions: list[Mention] | None  # None for a flood of labels
+    echoed_format: bool
+
+
+def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Reading:
+    """The rules of the module docstring, in order."""
+    labels = _get_labels(benchmark)
+    numbered = answer_labels.mention_pattern(labels)[1] is not None
+    in_range = labels[: len(options)] if options and numbered else labels
+    raw = _response(text)
+    lowered = raw.lower()
+    response = _FORMAT_LINE.sub(lambda m: "\n" + " " * (len(m.group()) - 1), lowered)  # same offsets
+    source, echoed = (raw if len(raw) == len(lowered) else lowered), response != lowered
+    mentions = answer_labels.mentions(response, labels, in_range)
+    if mentions is None:
+        return _Reading("", GARBAGE, None, source, None, echoed)
+    decided = answer_labels.decide(response, mentions)
+    if decided is not None:
+        label, rule, mention = decided
+        span = (mention.start, mention.end) if mention else None
+        if mention is not None and options and numbered and _QUOTE_MARK.match(response, mention.end):
+            found = answer_text.occurrences(response, options[: len(in_range)]) or []
+            quoted = _quoted_option(response, mention, found)
+            if quoted is not None and in_range[quoted] != label:
+                return _Reading("", CONTRADICTION, (mention.start, mention.end + 40), source, mentions, echoed)
+        return _Reading(label, rule, span, source, mentions, echoed)
+    read = _from_text(response, options, in_range, mentions) if options and numbered else None
+    if read is not None:
+        return _Reading(*read, source, mentions, echoed)
+    if any(m.echo for m in mentions) or echoed:
+        rule = ECHO
+    else:
+        rule = OUT_OF_RANGE if any(m.label is None for m in mentions) else NO_ANSWER
+    return _Reading("", rule, None, source, mentions, echoed)
+
+
 def explain_answer(text: str, benchmark: str, options: Sequence[object] | None = None) -> Explanation:
     """The label ``improved`` reads in ``text`` and the rule that decided it (see the module docstring).
 
@@ -140,44 +185,23 @@ def explain_answer(text: str, benchmark: str, options: Sequence[object] | None =
     4-option item) and let an option stated in words count as its label. Entries that are not strings are
     never matched, but still count for the range.
     """
-    labels = _get_labels(benchmark)
-    numbered = answer_labels.mention_pattern(labels)[1] is not None
-    in_range = labels[: len(options)] if options and numbered else labels
-    raw = _response(text)
-    lowered = raw.lower()
-    response = _FORMAT_LINE.sub(lambda m: "\n" + " " * (len(m.group()) - 1), lowered)  # same offsets
-    source = raw if len(raw) == len(lowered) else lowered
-    mentions = answer_labels.mentions(response, labels, in_range)
-    if mentions is None:
-        return Explanation("", GARBAGE, "", (f"more than {MAX_MENTIONS} label-like tokens",))
-    ignored = _ignored(source, mentions, response != lowered)
-    decided = answer_labels.decide(response, mentions)
-    if decided is not None:
-        label, rule, mention = decided
-        if mention is not None and options and numbered:
-            found = answer_text.occurrences(response, options[: len(in_range)]) or []
-            quoted = _quoted_option(response, mention, found)
-            if quoted is not None and in_range[quoted] != label:
-                return Explanation("", CONTRADICTION, _quote(source, mention.start, mention.end + 40), ignored)
-        return Explanation(label, rule, _quote(source, mention.start, mention.end) if mention else "", ignored)
-    read = _from_text(response, options, in_range, mentions) if options and numbered else None
-    if read is not None:
-        label, rule, span = read
-        return Explanation(label, rule, _quote(source, *span) if span else "", ignored)
-    if any(m.echo for m in mentions) or response != lowered:
-        rule = ECHO
-    else:
-        rule = OUT_OF_RANGE if any(m.label is None for m in mentions) else NO_ANSWER
-    return Explanation("", rule, "", ignored)
+    reading = _read(text, benchmark, options)
+    evidence = _quote(reading.source, *reading.span) if reading.span else ""
+    if reading.mentions is None:
+        return Explanation(reading.label, reading.rule, evidence, (f"more than {MAX_MENTIONS} label-like tokens",))
+    return Explanation(
+        reading.label, reading.rule, evidence, _ignored(reading.source, reading.mentions, reading.echoed_format)
+    )
 
 
 def improved(text: str, benchmark: str, options: Sequence[object] | None = None) -> str:
     """The label the model answered (see the module docstring for the rules), or "" when it gave none.
 
     ``options`` are the item's answer texts in label order: they set the range (answer5 is out of
-    range on a 4-option item) and let a written-out option count as its label.
+    range on a 4-option item) and let a written-out option count as its label. The fast path of
+    :func:`explain_answer`: the same answer, without quoting the evidence.
     """
-    return explain_answer(text, benchmark, options).label
+    return _read(text, benchmark, options).label
 
 
 def get_extractor(method: str) -> Callable[[str, str, Sequence[object] | None], str]:
