@@ -18,7 +18,10 @@ FORMATS = ("text", "json", "jsonl")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dora rescore", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="dora rescore",
+        description="Re-extract the answers of saved generations with any registered extractors, side by side.",
+    )
     parser.add_argument(
         "files", nargs="+", type=Path, help="experiment/*.json files, *.jsonl generations or lm-eval samples_*.jsonl"
     )
