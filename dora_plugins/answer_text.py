@@ -37,7 +37,7 @@ _ENDS_SENTENCE = re.compile(
 _OPENER_END = re.compile(r"\s{0,3}(?:$|[.!;,\n)\"'])")
 _LISTED = re.compile(r"(?:^|\b(?:answer|option|solution|ending|choice)s?\s?)\d{1,2}\s{0,2}:")
 _HOW_TO_TAG = re.compile(r"\[(?:header|title|step|substeps)\]$")
-_NEGATED = re.compile(r"(?:\bnot|n't|\bnever)(?:\s{1,3}[^\s.!?]+){0,3}\s{1,3}$")  # "not", "do not live in the"
+_NEGATIONS = frozenset({"not", "never", "no"})
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ def named(response: str, occurrence: Occurrence) -> bool:
     """True when the occurrence names the option: not in a question or how-to line, not after "not"."""
     if _in_question(response, occurrence):
         return False
-    return not _NEGATED.search(response, max(0, occurrence.start - 48), occurrence.start)
+    window = response[max(0, occurrence.start - 48) : occurrence.start]
+    clause = window[max(window.rfind(mark) for mark in ",;:.!?\n") + 1 :]
+    before = clause.split()[-4:]  # "not the", "do not live in the"; not across a comma: "not X, Y"
+    return not any(word in _NEGATIONS or word.endswith("n't") for word in before)
 
 
 def is_statement(response: str, occurrence: Occurrence, option: str, label_starts: frozenset[int]) -> bool:

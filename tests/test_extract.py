@@ -425,6 +425,11 @@ def test_improved_refuses_option_texts_that_are_no_answer(text, why):
     assert improved(text, "ARC-Easy", LAYERS) == "", why
 
 
+def test_improved_reads_past_a_negated_option():
+    assert improved("not the troposphere, the stratosphere", "ARC-Easy", LAYERS) == "answer2"
+    assert improved("We live not in the mesosphere but in the troposphere", "ARC-Easy", LAYERS) == "answer3"
+
+
 def test_improved_takes_the_longest_of_options_that_contain_each_other():
     options = ["grass", "cut grass", "tall grass trees", "rocks"]
     assert improved("The cow eats cut grass.", "openbookqa", options) == "answer2"
