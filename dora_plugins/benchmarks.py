@@ -8,12 +8,12 @@ a ``test.json`` directly, for offline and exact reproduction of the paper's runs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .records import read_records
 from .suggestions import did_you_mean
 
 ITEM_FIELDS = ("instruction", "input", "output", "answer")
@@ -218,20 +218,3 @@ def _check_data_file(path: Path, benchmark: str) -> None:
             f"No file {path}: the data folder needs {benchmark}/test.json. Folders with a test.json: "
             f"{', '.join(present) or 'none'}"
         )
-
-
-def read_records(path: Path) -> list:
-    """The records of an existing file: a JSON list, or JSON Lines (one record per line) for ``.jsonl``.
-
-    LLM-Adapters' data, the paper's evaluation output and generations all come this way.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        records = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); expected a JSON list of records or JSON Lines") from exc
-    if not isinstance(records, list):
-        raise DataError(f"{path} holds a JSON {type(records).__name__}, not a list of records")
-    return records

@@ -21,9 +21,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dora_plugins import DoraConfig
-from dora_plugins.cli.rescore import score_file
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
+from dora_plugins.rescore import score_file
 
 ANSWER = "\n\nThe correct answer is Solution2"  # improved reads solution2 on piqa; original (case-sensitive) nothing
 PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}

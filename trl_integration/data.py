@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dora_plugins.benchmarks import read_records
 from dora_plugins.errors import DataError, MissingFileError
 from dora_plugins.prompts import train_text
+from dora_plugins.records import read_records
 
 REQUIRED_FIELDS = ("instruction", "output")
 IGNORE_INDEX = -100  # the label that PyTorch's cross-entropy (and transformers) skip
