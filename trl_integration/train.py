@@ -118,10 +118,12 @@ def load_model(model_args, trust_remote_code: bool = False):
     )
 
 
-def _kbit_device_map():
+def _kbit_device_map() -> dict | None:
+    """Each process's quantized model on its own GPU; on a machine without one, bitsandbytes runs on the CPU."""
+    import torch
     from accelerate import PartialState
 
-    return {"": PartialState().local_process_index}
+    return {"": PartialState().local_process_index} if torch.cuda.is_available() else None
 
 
 def run(trainer: DoraSFTTrainer, model_args, dora_args: DoraArguments) -> None:
