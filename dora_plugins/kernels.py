@@ -62,13 +62,15 @@ def dropout_output(
     g: torch.Tensor,
     weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``result + (g - 1) * W0 x_d + g * s * B A x_d`` and the saved parts ``h = A x_d``, ``W0 x_d``."""
-    dtype = x_d.dtype
+    """``result + (g - 1) * W0 x_d + g * s * B A x_d`` and the saved parts ``h = A x_d``, ``W0 x_d``.
+
+    The sums run in the dtype of the two matrix products (autocast's, under autocast; else the input's).
+    """
     flat = x_d.reshape(-1, x_d.shape[-1])  # (tokens, in)
     h = flat @ lora_A.t()  # (tokens, r)
-    base_d = flat @ weight.to(dtype).t()  # (tokens, out)
-    gd = g.to(dtype)
-    y = torch.addcmul(result.reshape(base_d.shape).to(dtype), base_d, gd - 1)
+    base_d = flat @ weight.to(x_d.dtype).t()  # (tokens, out)
+    dtype = h.dtype
+    y = torch.addcmul(result.reshape(base_d.shape).to(dtype), base_d.to(dtype), (g - 1).to(dtype))
     y.addmm_(h, (lora_B * (scaling * g).unsqueeze(1)).to(dtype).t())
     return y.view(result.shape).to(result.dtype), h, base_d
 
@@ -153,10 +155,10 @@ class DropoutOutput(torch.autograd.Function):
         noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(kept_value)  # (tokens, in)
         grad_A = grad_x = None
         if ctx.needs_input_grad[3]:
-            grad_A = (grad_h.t() @ (x.reshape(noise.shape) * noise)).to(lora_A.dtype)  # (r, in)
+            grad_A = (grad_h.t() @ (x.reshape(noise.shape).to(dtype) * noise)).to(lora_A.dtype)  # (r, in)
         if ctx.needs_input_grad[0]:
             grad_x = (gy * (g.to(dtype) - 1)) @ weight.to(dtype)  # (tokens, in)
             grad_x.addmm_(grad_h, lora_A.to(dtype)).mul_(noise)
-            grad_x = grad_x.view(ctx.x_shape)
+            grad_x = grad_x.view(ctx.x_shape).to(x.dtype)
         grad_result = grad_y if ctx.needs_input_grad[2] else None
         return grad_x, None, grad_result, grad_A, grad_B, grad_m, grad_norm, None, None

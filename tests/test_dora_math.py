@@ -296,3 +296,30 @@ def test_gradient_checkpointing_replays_the_same_dropout_and_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         assert max_rel(grads[1][name], grad) < 1e-6, name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(lora_dropout=0.0), dict(lora_dropout=0.1), dict(lora_dropout=0.1, dropout_mode="lora_branch")],
+    ids=["no_dropout", "paper_dropout", "branch_dropout"],
+)
+def test_bf16_autocast_trains_within_bf16_rounding_of_fp32(config):
+    """Mixed precision as the trainers run it (fp32 weights, bf16 autocast): the matrix products run in bf16."""
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    model = get_peft_model(make_tiny_llama(), DoraConfig(r=4, lora_alpha=8, **config)).train()
+    perturb_adapters(model)
+    results = []
+    for autocast in (False, True):
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        results.append(
+            (
+                out.logits.float().detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        )
+        model.zero_grad()
+    assert max_rel(results[1][0], results[0][0]) < 2e-2
+    assert max(max_rel(results[1][1][n], g) for n, g in results[0][1].items()) < 5e-2
