@@ -28,6 +28,7 @@ from torch import nn
 from . import dora, inference, kernels
 
 logger = logging.getLogger("dora_plugins")
+_announced: set[str] = set()  # adapter names whose layer was named in the log, once per process
 
 
 def base_weight(base: nn.Module) -> torch.Tensor:
@@ -81,6 +82,9 @@ class DoraVariant(lora_layer.LoraVariant):
             magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper")
         )
         inference.install_generate_hook()
+        if adapter_name not in _announced:
+            _announced.add(adapter_name)
+            logger.info("DoRA adapter '%s' runs on dora-plugins' layer", adapter_name)
 
     @staticmethod
     def _factors(module: lora_layer.Linear, adapter: str) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -229,7 +233,7 @@ def route_peft(enable: bool = True) -> None:
     if not getattr(LoraConfig.__post_init__, "_dora_plugins_routed", False):
         LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)
     if enable and not _routing["enabled"]:
-        logger.info("dora-plugins: LoraConfig(use_dora=True) now uses dora-plugins' DoRA layer")
+        logger.info("LoraConfig(use_dora=True) runs dora-plugins' DoRA layer (DORA_PLUGINS_ROUTE=0: PEFT's own)")
     _routing["enabled"] = enable
 
 
