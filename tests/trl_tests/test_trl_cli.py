@@ -19,7 +19,7 @@ from trl_integration.cli import recipe_names
 
 RECIPE = "llama_7b_dora"  # the paper's LLaMA-7B DoRA row, shrunk below to a tiny model and a few steps
 TINY_RUN = [
-    "--per_device_train_batch_size", "8",
+    "--global_batch_size", "8",
     "--learning_rate", "5e-3",
     "--warmup_steps", "0",
     "--val_set_size", "8",
@@ -139,7 +139,7 @@ def test_dora_sft_runs_under_accelerate_launch_ddp_on_cpu(tmp_path, tiny_model_d
     proc = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4 and state["train_batch_size"] == 8
+    assert state["global_step"] == 4 and state["train_batch_size"] == 4  # global batch 8 = 4 per process x 2
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (out / "checkpoint-4").iterdir()}  # 2 ranks
     assert _load_with_stock_peft(tiny_model_dir, out)["adapter_vs_base"] > 1e-3
 
@@ -225,7 +225,7 @@ def test_recipes_carry_the_paper_hyper_parameters():
                 2 * rank,
                 rate,
             )
-            assert recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] == 16
+            assert recipe["global_batch_size"] == 16 and "per_device_train_batch_size" not in recipe
             assert (recipe["num_train_epochs"], recipe["warmup_steps"], recipe["val_set_size"]) == (3, 100, 120)
             assert (recipe["max_length"], recipe["lr_scheduler_type"], recipe["optim"]) == (
                 256,
