@@ -13,7 +13,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BOOLQ_SAMPLE = REPO / "tests" / "data" / "llm_adapters" / "boolq_train_200.json"
-LLAMA2_7B_CONFIG = REPO / "tests" / "data" / "llama2_7b"
 
 
 @pytest.fixture(scope="session")

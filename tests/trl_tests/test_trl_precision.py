@@ -7,6 +7,7 @@ hold bf16 and fp16 tensors, so the dtypes after setup are the real ones.
 from __future__ import annotations
 
 import logging
+
 import pytest
 import torch
 from trl import ModelConfig
