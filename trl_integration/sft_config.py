@@ -42,6 +42,14 @@ class DoraSFTConfig(SFTConfig):
             "help": "Forward passes per optimizer step. Default: derived from global_batch_size, else 1.",
         },
     )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of activation_checkpointing (transformers 5). Default: on, as in TRL.",
+            "nargs": "?",
+            "const": True,
+        },
+    )
     fp16: bool | None = field(
         default=None,
         metadata={"help": "fp16 mixed precision. Default: chosen by precision (on a GPU without bf16)."},
@@ -73,6 +81,8 @@ class DoraSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True  # TRL's default, without the deprecation warning of its old name
         self._set_mixed_precision()
         requested = (self.per_device_train_batch_size, self.gradient_accumulation_steps)
         # Provisional values for SFTConfig's own checks; the split needs the world size, known only after them.

@@ -256,3 +256,39 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     (wheel,) = tmp_path.glob("dora_plugins-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("trl_integration/recipes/")}
     assert shipped == {f"trl_integration/recipes/{name}.yaml" for name in recipe_names()}
+
+
+def test_help_starts_with_our_options_the_recipes_and_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dora_main(["sft", "--help"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = "\n".join(lines[:30])
+    print(head)
+    assert lines[0].startswith("usage: dora sft --config RECIPE|FILE.yaml")
+    assert all(name in head for name in recipe_names()) and "Example" in head
+    assert "--config RECIPE|FILE.yaml" in head and "--preset" in head and "--global_batch_size" in head
+    ours = lines.index("dora sft options (also recipe YAML keys):")
+    trl = lines.index("TRL's options (as in 'trl sft'; also YAML keys):")
+    assert ours < 20 < trl
+    flag = {name: next(i for i, line in enumerate(lines) if line.lstrip().startswith(name)) for name in (
+        "--dry_run", "--max_per_device_train_batch_size", "--precision", "--learning_rate", "--lora_r",
+    )}  # fmt: skip
+    assert max(flag["--dry_run"], flag["--precision"], flag["--max_per_device_train_batch_size"]) < trl
+    assert trl < min(flag["--learning_rate"], flag["--lora_r"])
+
+
+def test_hub_dataset_offline_fails_at_once_in_one_line_before_the_model_loads(tmp_path):
+    """The model folder holds a config.json only: loading its tokenizer or weights would fail differently."""
+    model = tmp_path / "config-only"
+    model.mkdir()
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(model)
+    args = ["--config", RECIPE, "--model_name_or_path", str(model), "--dataset_name", "nobody/commonsense_170k"]
+    proc = subprocess.run(
+        [DORA, "sft", *args, "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, env=_env(),
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]  # above it: only the log line that bf16 is off on a CPU
+    assert error.startswith("dora sft: error: Could not load dataset 'nobody/commonsense_170k'")
+    assert "local cache" in error and proc.stderr.count("dora sft: error:") == 1
