@@ -179,7 +179,7 @@ def _memory_lines(estimate: MemoryEstimate, training_args, batch: BatchPlan) -> 
         "device)",
         f"  total                   {estimate.total(True) / GIB:6.1f} GiB with gradient checkpointing, "
         f"{estimate.total(False) / GIB:.1f} GiB without (this run: {this_run})",
-        "  how: parameters counted on the meta device; activations per token by the formula in "
-        "trl_integration/memory.py; not counted: CUDA context and allocator slack (1-3 GiB); FSDP and ZeRO-3 "
-        "shard the weights instead",
+        "  how: parameters counted on the meta device, activations per token by the formula in "
+        "trl_integration/memory.py;",
+        "  not counted: the CUDA context and allocator slack (1-3 GiB); FSDP and ZeRO-3 shard the weights instead",
     ]
