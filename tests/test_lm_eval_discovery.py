@@ -29,7 +29,7 @@ def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder(
         import sys
         from lm_eval_tasks import startup
         armed = [type(f).__name__ for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
-        loaded = [m for m in ("lm_eval", "lm_eval_tasks.discovery", "dora_plugins", "torch") if m in sys.modules]
+        loaded = [m for m in ("lm_eval", "lm_eval_tasks.discovery", "peft", "torch") if m in sys.modules]
         print("at start:", armed, loaded)
         from lm_eval.tasks import TaskManager
         left = [f for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
