@@ -45,8 +45,10 @@ def inference_cache() -> Iterator[None]:
 
 def cached(module: nn.Module, key: Hashable, compute: Callable[[], Any]) -> Any:
     """``compute()``, remembered on ``module`` under ``key`` inside :func:`inference_cache`; else just computed."""
+    if torch.compiler.is_compiling():  # a compiled graph recomputes: nothing is traced through the cache
+        return compute()
     holders = _holders.get()
-    if holders is None or torch.compiler.is_compiling():
+    if holders is None:
         return compute()
     cache = module.__dict__.get(_CACHE)
     if cache is None:
