@@ -1,10 +1,14 @@
-"""Dataset loading, prompt and scoring of the ``dora_*`` tasks (referenced from ``_template_yaml``).
+"""Data, prompt and scoring of the ``dora_*`` and ``dora_*_mc`` tasks (``_template_yaml``, ``_template_mc_yaml``).
 
 Docs are ``{"benchmark", "instruction", "answer", "options"}``. By default they are built from the
 benchmark's canonical Hugging Face dataset by ``dora_plugins.benchmarks.from_hf``; with
 ``--metadata '{"data_dir": DIR}'`` they are read from LLM-Adapters' ``DIR/<benchmark>/test.json``
 (the files the DoRA paper scored on), offline. lm-eval passes the task metadata, which includes
 ``--metadata`` and the model arguments, to :func:`load_docs` as keyword arguments.
+
+The generation tasks score the label an extractor reads from the model's answer; the ``_mc`` tasks
+score, after the same prompt, the log-likelihood of the answer the paper's models were trained to
+write for each label (:data:`ANSWER_TEMPLATE`, LLM-Adapters' ``output`` field).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dora_plugins.prompts import eval_prompt
 
 SPLIT = "test"  # the one split load_docs returns; _template_yaml names it as test_split
 DOC_FIELDS = ("instruction", "answer", "options")
+ANSWER_TEMPLATE = "the correct answer is {label}"  # LLM-Adapters' "output" of every training and test item
 
 
 def load_docs(benchmark: str, data_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
@@ -55,3 +60,24 @@ def doc_to_text(doc: Mapping) -> str:
 def process_results(doc: Mapping, results: list[str]) -> dict[str, float]:
     """``acc``: 1.0 when the filter's extracted label is the doc's answer."""
     return {"acc": float(results[0] == doc["answer"])}
+
+
+def item_labels(doc: Mapping) -> list[str]:
+    """The labels of the doc's options, in order: ``answer1..answer4`` for a 4-option ARC item."""
+    labels = get_benchmark(doc["benchmark"]).labels[: len(doc["options"])]
+    if len(labels) < 2 or doc["answer"] not in labels:
+        raise DataError(
+            f"{doc['benchmark']}: the item {doc['instruction'][:80]!r} lists {len(doc['options'])} options and answers "
+            f"{doc['answer']!r}; a log-likelihood task needs 2 or more options and an answer among {list(labels)}"
+        )
+    return list(labels)
+
+
+def doc_to_choice(doc: Mapping) -> list[str]:
+    """The continuations whose log-likelihood is scored: ``the correct answer is <label>`` for each label."""
+    return [ANSWER_TEMPLATE.format(label=label) for label in item_labels(doc)]
+
+
+def doc_to_target_index(doc: Mapping) -> int:
+    """The position of the doc's answer among :func:`doc_to_choice`."""
+    return item_labels(doc).index(doc["answer"])

@@ -35,13 +35,13 @@ def test_hook_does_nothing_until_lm_eval_tasks_is_imported_then_adds_our_folder(
         left = [f for f in sys.meta_path if isinstance(f, startup.LmEvalTasksFinder)]
         print("after:", len(left), TaskManager.__init__.__dora_plugins_task_dir__)
         tm = TaskManager(include_defaults=False)
-        print("groups:", tm.all_groups, len(tm.all_subtasks))
+        print("groups:", sorted(tm.all_groups), len(tm.all_subtasks))
     """)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "at start: ['LmEvalTasksFinder'] []", NOT_INSTALLED  # armed, nothing heavy imported
     assert lines[1] == f"after: 0 {discovery.TASK_DIR}"  # patched, and the finder is gone
-    assert lines[2] == "groups: ['dora_commonsense'] 8"
+    assert lines[2] == "groups: ['dora_commonsense', 'dora_commonsense_mc'] 16"
 
 
 def test_include_path_gets_our_folder_first_so_that_user_paths_override():

@@ -15,17 +15,20 @@ import subprocess
 
 import pytest
 import torch
+from conftest import REPO
 from peft import get_peft_model
-from test_lm_eval_tasks import TASKS, make_data_dir
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dora_plugins import DoraConfig
+from dora_plugins.benchmarks import BENCHMARKS
 from dora_plugins.cli.rescore import score_file
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
 
 ANSWER = "\n\nThe correct answer is Solution2"  # improved reads solution2 on piqa; original (case-sensitive) nothing
+DATA_DIR = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per benchmark, shipped with the package
+TASKS = {b.task: b.name for b in BENCHMARKS}
 PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
 
@@ -71,7 +74,7 @@ def build_chain_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    data_dir = make_data_dir(root / "dataset")
+    data_dir = DATA_DIR
     corpus = [eval_prompt(item["instruction"]) for b in TASKS.values() for item in read(data_dir, b)[:2]]
     tokenizer = build_tokenizer(corpus + [ANSWER] * 50)
     model = build_chain_model(tokenizer)

@@ -24,8 +24,9 @@ HOOK_FILES = {
     "dora_plugins_lm_eval.pth": "import lm_eval_tasks.startup; lm_eval_tasks.startup.install()\n",
     "dora_plugins_lm_eval.start": "lm_eval_tasks.startup:install\n",
 }
-NAMES = ["dora_commonsense", "dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande",
-         "dora_arc_easy", "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
+TASKS = ["dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande", "dora_arc_easy",
+         "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
+NAMES = ["dora_commonsense", "dora_commonsense_mc", *TASKS, *(f"{task}_mc" for task in TASKS)]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
