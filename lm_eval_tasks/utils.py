@@ -14,21 +14,30 @@ write for each label (:data:`ANSWER_TEMPLATE`, LLM-Adapters' ``output`` field).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import datasets
 
 from dora_plugins.benchmarks import DataError, from_hf, get_benchmark, load_llm_adapters
 from dora_plugins.prompts import eval_prompt
+from lm_eval_tasks.errors import show_user_errors_briefly
 
 SPLIT = "test"  # the one split load_docs returns; _template_yaml names it as test_split
 DOC_FIELDS = ("instruction", "answer", "options")
 ANSWER_TEMPLATE = "the correct answer is {label}"  # LLM-Adapters' "output" of every training and test item
+
+show_user_errors_briefly()  # lm-eval is loading our tasks: a DataError below prints as one message
 
 
 def load_docs(benchmark: str, data_dir: str | None = None, **_metadata) -> datasets.DatasetDict:
     """The docs of one benchmark: from ``data_dir`` (LLM-Adapters layout) if given, else from Hugging Face."""
     if data_dir:
         items = load_llm_adapters(data_dir, benchmark)
+        if not items:
+            raise DataError(
+                f"{Path(data_dir) / benchmark / 'test.json'} holds no items (an empty list): lm-eval needs at least "
+                f"one. Pass a data_dir whose {benchmark}/test.json has LLM-Adapters' items."
+            )
     else:
         items = docs_from_hf(benchmark, _load_hf_rows(benchmark))
     docs = [{"benchmark": benchmark, **{key: item[key] for key in DOC_FIELDS}} for item in items]

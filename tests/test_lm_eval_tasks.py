@@ -186,6 +186,13 @@ def test_missing_data_folder_and_file_are_named(tmp_path):
     assert "piqa" in str(err.value)  # and it says which benchmarks the folder does have
 
 
+def test_empty_test_file_is_named_instead_of_an_index_error(tmp_path):
+    (tmp_path / "boolq").mkdir()
+    (tmp_path / "boolq" / "test.json").write_text("[]")
+    with pytest.raises(DataError, match=rf"^{tmp_path}/boolq/test\.json holds no items \(an empty list\)"):
+        utils.load_docs("boolq", data_dir=str(tmp_path))
+
+
 def test_record_without_a_field_names_the_file_and_the_field(tmp_path):
     (tmp_path / "boolq").mkdir()
     (tmp_path / "boolq" / "test.json").write_text(json.dumps([{"instruction": "q", "input": "", "output": "o"}]))
@@ -193,14 +200,29 @@ def test_record_without_a_field_names_the_file_and_the_field(tmp_path):
         utils.load_docs("boolq", data_dir=str(tmp_path))
 
 
-def test_unreachable_hugging_face_dataset_says_to_use_data_dir():
-    code = "from lm_eval_tasks import utils; utils.load_docs('boolq')"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode != 0
+def run_load_docs(code: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DORA_DEBUG": "", **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_unreachable_hugging_face_dataset_prints_one_message_that_says_to_use_data_dir():
+    result = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq')")
+    assert result.returncode == 1
     source = "aps/super_glue (boolq, validation)"
-    assert f"DataError: boolq: could not load the Hugging Face dataset {source}" in result.stderr
-    assert "data_dir" in result.stderr
+    first, hint = result.stderr.splitlines()  # the message and the hint, no traceback
+    assert first.startswith(f"lm_eval: error: boolq: could not load the Hugging Face dataset {source}: ")
+    assert first.endswith('--metadata \'{"data_dir": "/path/to/dataset"}\'')
+    assert hint == "(dora-plugins task; set DORA_DEBUG=1 to see the traceback)"
+    debug = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq')", DORA_DEBUG="1")
+    assert "Traceback" in debug.stderr and f"DataError: boolq: could not load the Hugging Face dataset {source}" in (
+        debug.stderr
+    )
+
+
+def test_other_errors_keep_their_traceback():
+    result = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq', data_dir=1)")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("TypeError")
 
 
 @requires_shared_data
