@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from dora_plugins.benchmarks import BENCHMARKS
+
 pytestmark = pytest.mark.slow  # each test builds a venv and installs the project into it
 
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration")
@@ -26,9 +28,7 @@ HOOK_FILES = {
     name: (REPO / "lm_eval_tasks" / name).read_text()
     for name in ("dora_plugins_lm_eval.pth", "dora_plugins_lm_eval.start")
 }
-TASKS = ["dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande", "dora_arc_easy",
-         "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
-NAMES = ["dora_commonsense", "dora_commonsense_mc", *TASKS, *(f"{task}_mc" for task in TASKS)]
+NAMES = ["dora_commonsense", "dora_commonsense_mc", *(b.task for b in BENCHMARKS), *(b.mc_task for b in BENCHMARKS)]
 # Without PYTHONPATH: the venv must see only what was installed into it.
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 ENV.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
