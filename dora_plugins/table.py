@@ -137,7 +137,7 @@ def _methods(results: Mapping[str, Mapping]) -> list[str]:
 
 def run_name(model_args: str | Mapping | None, path: Path) -> str:
     """The adapter's folder name (``peft=``), else the model's (``pretrained=``), else the results folder's."""
-    if isinstance(model_args, str):  # lm-eval before 0.4.9 recorded "pretrained=...,peft=..."
+    if isinstance(model_args, str):  # as the command line spells it: "pretrained=...,peft=..."
         model_args = dict(item.split("=", 1) for item in model_args.split(",") if "=" in item)
     model_args = model_args or {}
     for key in ("peft", "pretrained"):
@@ -147,15 +147,36 @@ def run_name(model_args: str | Mapping | None, path: Path) -> str:
 
 
 def _samples(path: Path, results: Mapping) -> dict[str, list[dict]]:
-    """The logged samples of each task of the run, where ``--log_samples`` wrote them beside the results."""
+    """The logged samples of each of our tasks in the run, where ``--log_samples`` wrote them beside the results."""
     stamp = path.stem.removeprefix("results_")
     samples = {}
-    for task in results["results"]:
+    for task in [b.task for b in BENCHMARKS] + [b.mc_task for b in BENCHMARKS]:
         file = path.with_name(f"samples_{task}_{stamp}.jsonl")
-        if file.is_file():
-            lines = file.read_text(encoding="utf-8").splitlines()
-            samples[task] = [json.loads(line) for line in lines if line.strip()]
+        if task in results["results"] and file.is_file():
+            samples[task] = [_sample(file, number, line) for number, line in _lines(file)]
     return samples
+
+
+def _lines(file: Path) -> list[tuple[int, str]]:
+    return [(number, line) for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if line]
+
+
+def _sample(file: Path, number: int, line: str) -> dict:
+    """One logged sample, with the fields the table reads: the doc's instruction, the prompt, the extracted answer."""
+    try:
+        sample = json.loads(line)
+        fields = (sample["doc"]["instruction"], _prompt(sample), sample["filtered_resps"][0])
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            problem = f"is not JSON ({exc})"
+        else:
+            problem = f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"has another shape ({exc})"
+        raise DataError(
+            f"{file}, line {number}: the sample {problem}; expected the samples that lm_eval --log_samples writes"
+        ) from exc
+    if not all(isinstance(value, str) for value in fields):
+        raise DataError(f"{file}, line {number}: the sample's instruction, prompt and filtered_resps must be text")
+    return sample
 
 
 def _unread(samples: Mapping[str, list[dict]], tasks: list[str], method: str) -> int | None:
@@ -228,7 +249,13 @@ def read_table(paths: Iterable[str | os.PathLike], reference: Iterable[str] = ()
     """The rows of every lm-eval results file under ``paths``, then the paper's rows for ``reference``."""
     reference = list(reference)
     paper = reference_rows(reference) if reference else []  # a bad model name fails before any file is read
-    rows = [row for path in results_files(paths) for row in rows_from_results(path)]
+    files = results_files(paths)
+    rows = [row for path in files for row in rows_from_results(path)]
+    if not rows:
+        raise DataError(
+            f"No results of the dora_commonsense or dora_commonsense_mc tasks in {', '.join(map(str, files))}. "
+            "Run lm_eval with --tasks dora_commonsense,dora_commonsense_mc"
+        )
     return _distinct_runs(rows) + paper
 
 

@@ -201,6 +201,40 @@ def test_bad_input_is_named_and_exits_2(tmp_path, capsys, argv, message):
     assert (tmp_path / "table.png").read_bytes() == b"not mine"  # nothing it did not write is touched
 
 
+def write_run(folder, results: dict, samples: dict[str, str]):
+    """A results file and samples files as lm-eval names them (the content is the test's)."""
+    folder.mkdir(parents=True)
+    stamp = "2026-01-01T00-00-00.000000"
+    for task, text in samples.items():
+        (folder / f"samples_{task}_{stamp}.jsonl").write_text(text)
+    path = folder / f"results_{stamp}.json"
+    path.write_text(json.dumps({"configs": {}, "config": {"model_args": {"pretrained": "m"}}, **results}))
+    return path
+
+
+def test_results_without_our_tasks_are_an_error_that_says_what_to_run(tmp_path, capsys):
+    write_run(tmp_path / "run" / "m", {"results": {"hellaswag": {"acc,none": 0.5}}}, {})
+    assert dora(["table", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "No results of the dora_commonsense or dora_commonsense_mc tasks in" in error
+    assert error.strip().endswith("Run lm_eval with --tasks dora_commonsense,dora_commonsense_mc")
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("{not json", "the sample is not JSON"),
+    ('{"doc": {"instruction": "q"}, "filtered_resps": [""]}', "the sample lacks 'arguments'"),
+    ('{"doc": {"instruction": "q"}, "arguments": {"gen_args_0": {"arg_0": 1}}, "filtered_resps": [""]}',
+     "the sample's instruction, prompt and filtered_resps must be text"),
+])  # fmt: skip
+def test_a_malformed_logged_sample_is_named_by_file_and_line(tmp_path, capsys, line, problem):
+    good = {"doc": {"instruction": "q"}, "arguments": {"gen_args_0": {"arg_0": "p"}}, "filtered_resps": [""]}
+    results = {"results": {"dora_boolq": {"acc,improved": 0.5}}}
+    path = write_run(tmp_path / "m", results, {"dora_boolq": json.dumps(good) + "\n\n" + line + "\n"})
+    assert dora(["table", str(path)]) == 2
+    samples_file = next((tmp_path / "m").glob("samples_*"))
+    assert capsys.readouterr().err.startswith(f"dora table: error: {samples_file}, line 3: {problem}")
+
+
 @pytest.mark.slow
 def test_plot_draws_a_png_and_without_matplotlib_the_table_still_prints(runs, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra: pip install 'dora-plugins[plot]'")
