@@ -150,10 +150,10 @@ def _samples(path: Path, results: Mapping) -> dict[str, list[dict]]:
     """The logged samples of each of our tasks in the run, where ``--log_samples`` wrote them beside the results."""
     stamp = path.stem.removeprefix("results_")
     samples = {}
-    for task in [b.task for b in BENCHMARKS] + [b.mc_task for b in BENCHMARKS]:
+    for task, generation in [(b.task, True) for b in BENCHMARKS] + [(b.mc_task, False) for b in BENCHMARKS]:
         file = path.with_name(f"samples_{task}_{stamp}.jsonl")
         if task in results["results"] and file.is_file():
-            samples[task] = [_sample(file, number, line) for number, line in _lines(file)]
+            samples[task] = [_sample(file, number, line, generation) for number, line in _lines(file)]
     return samples
 
 
@@ -161,11 +161,13 @@ def _lines(file: Path) -> list[tuple[int, str]]:
     return [(number, line) for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if line]
 
 
-def _sample(file: Path, number: int, line: str) -> dict:
+def _sample(file: Path, number: int, line: str, generation: bool) -> dict:
     """One logged sample, with the fields the table reads: the doc's instruction, the prompt, the extracted answer."""
     try:
         sample = json.loads(line)
-        fields = (sample["doc"]["instruction"], _prompt(sample), sample["filtered_resps"][0])
+        fields = [sample["doc"]["instruction"], _prompt(sample)]
+        if generation:  # the extracted answer; a log-likelihood sample holds scores there
+            fields.append(sample["filtered_resps"][0])
     except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             problem = f"is not JSON ({exc})"
@@ -175,7 +177,8 @@ def _sample(file: Path, number: int, line: str) -> dict:
             f"{file}, line {number}: the sample {problem}; expected the samples that lm_eval --log_samples writes"
         ) from exc
     if not all(isinstance(value, str) for value in fields):
-        raise DataError(f"{file}, line {number}: the sample's instruction, prompt and filtered_resps must be text")
+        what = "instruction, prompt and filtered_resps" if generation else "instruction and prompt"
+        raise DataError(f"{file}, line {number}: the sample's {what} must be text")
     return sample
 
 
