@@ -55,7 +55,7 @@ STOCK_PEFT_LOAD = textwrap.dedent(
     from transformers import AutoModelForCausalLM
     base, adapter, merged = sys.argv[1:4]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
-    assert "dora_plugins" not in sys.modules and "trl_integration" not in sys.modules
+    assert "dora_plugins.peft_layer" not in sys.modules and "trl_integration" not in sys.modules  # stock layers
     assert any("lora_magnitude_vector" in name for name, _ in model.named_parameters())
     ids = torch.arange(3, 40)[None]
     with torch.no_grad():
