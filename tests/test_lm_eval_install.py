@@ -24,9 +24,10 @@ from dora_plugins.benchmarks import BENCHMARKS
 pytestmark = pytest.mark.slow  # each test builds a venv and installs the project into it
 
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration")
-HOOK_FILES = {
-    name: (REPO / "lm_eval_tasks" / name).read_text()
-    for name in ("dora_plugins_lm_eval.pth", "dora_plugins_lm_eval.start")
+HOOK_FILES = {  # the lm-eval hook and the routing hook, each a .pth and a PEP 829 .start file
+    name: (REPO / package / name).read_text()
+    for package, stem in (("lm_eval_tasks", "dora_plugins_lm_eval"), ("dora_plugins", "dora_plugins_route"))
+    for name in (f"{stem}.pth", f"{stem}.start")
 }
 NAMES = ["dora_commonsense", "dora_commonsense_mc", *(b.task for b in BENCHMARKS), *(b.mc_task for b in BENCHMARKS)]
 # Without PYTHONPATH: the venv must see only what was installed into it.

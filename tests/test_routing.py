@@ -23,7 +23,7 @@ from torch import nn
 
 from dora_plugins import route_peft
 from dora_plugins.peft_layer import DoraLinear
-from dora_plugins.startup import AfterImport
+from dora_plugins.startup import RouteFinder
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -54,7 +54,7 @@ def test_route_peft_sends_later_dora_configs_to_our_layer_and_nothing_else(routi
 PROBE = """
 import sys
 {install}
-print("hook armed:", any(type(f).__name__ == "AfterImport" for f in sys.meta_path))
+print("hook armed:", any(type(f).__name__ == "RouteFinder" for f in sys.meta_path))
 {imports}
 from peft import LoraConfig
 print("routed:", bool(LoraConfig(use_dora=True, target_modules=["q_proj"])._custom_modules))
@@ -91,12 +91,16 @@ def test_the_installed_hook_is_armed_at_start_without_importing_peft():
     finders, peft_loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     ).stdout.splitlines()
-    assert "AfterImport" in finders, "the start-up hook is not installed in this environment; run `pip install -e .`"
+    assert "RouteFinder" in finders, "the start-up hook is not installed in this environment; run `pip install -e .`"
     assert peft_loaded == "False"
 
 
 def test_a_failing_route_warns_and_never_breaks_the_watched_import(monkeypatch):
-    finder = AfterImport({"json.tool"}, lambda name: 1 / 0)
+    from dora_plugins import startup
+
+    monkeypatch.setattr(startup, "route", lambda name: 1 / 0)
+    finder = RouteFinder()
+    finder.names = frozenset({"json.tool"})
     monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
     monkeypatch.delitem(sys.modules, "json.tool", raising=False)
     with pytest.warns(RuntimeWarning, match="could not route .*ZeroDivisionError"):
