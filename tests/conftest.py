@@ -9,6 +9,7 @@ The full real corpora (LLM-Adapters files, HF rows, real generations) live outsi
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,18 @@ def make_tiny_llama(seed: int = 0, dtype=torch.float32):
         max_position_embeddings=64,
     )
     return LlamaForCausalLM(config).to(dtype).eval()
+
+
+@pytest.fixture(autouse=True)
+def stock_peft_dora():
+    """Every test starts with PEFT's own DoRA for ``LoraConfig(use_dora=True)``.
+
+    Importing lm-eval's HF model (or ``trl.cli``) turns routing on for the whole process, as the start-up
+    hook does for users; without this a test's outcome would depend on which tests ran before it.
+    """
+    layer = sys.modules.get("dora_plugins.peft_layer")
+    if layer is not None:
+        layer.route_peft(False)
 
 
 @pytest.fixture(scope="session", autouse=True)
