@@ -75,6 +75,11 @@ def dropout_output(
     return y.view(result.shape).to(result.dtype), h, base_d
 
 
+def _rows(h: torch.Tensor) -> torch.Tensor:
+    """``h`` as (tokens, r), also for r = 0 (a magnitude-only module), where ``reshape(-1, 0)`` is ambiguous."""
+    return h.reshape(h.shape[:-1].numel(), h.shape[-1])
+
+
 def _magnitude_grads(ctx, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor):
     """``dL/dm = dL/dg / norm`` and ``dL/dnorm = -dL/dg * g / norm`` where requested, else None."""
     grad_m = grad_g / norm if ctx.needs_input_grad[ctx.m_index] else None
@@ -100,7 +105,7 @@ class ScaledOutput(torch.autograd.Function):
             saved = y  # shared with whatever the model saves of y
         else:  # inner = (result - bias) + s B h, exact where (y - bias) / g would not be
             base = (result if bias is None else result - bias).reshape(-1, result.shape[-1])  # (tokens, out)
-            saved = torch.addmm(base.to(h.dtype), h.reshape(-1, h.shape[-1]), scaling * lora_B.t().to(h.dtype))
+            saved = torch.addmm(base.to(h.dtype), _rows(h), scaling * lora_B.t().to(h.dtype))
         ctx.save_for_backward(h, lora_B, g, norm, saved)
         return y
 
@@ -111,7 +116,7 @@ class ScaledOutput(torch.autograd.Function):
         dtype = h.dtype
         gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, out)
         gyc = gy.to(dtype)
-        h2 = h.reshape(-1, h.shape[-1])  # (tokens, r)
+        h2 = _rows(h)  # (tokens, r)
         grad_result = grad_y * g.to(grad_y.dtype) if ctx.needs_input_grad[0] else None
         grad_h = (gyc @ (lora_B * (s * g).unsqueeze(1)).to(dtype)).view(h.shape) if ctx.needs_input_grad[1] else None
         grad_B = grad_m = grad_norm = None

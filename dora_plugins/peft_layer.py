@@ -51,16 +51,21 @@ class DoraMagnitude(nn.Module):
 
     Stored as ``lora_magnitude_vector[adapter].weight``, PEFT's name: TRL keeps parameters with
     that name in fp32 for k-bit training. It caches nothing (see :mod:`dora_plugins.inference`).
+    ``magnitude_only``: the module computes ``W' = m * W0 / ||W0||`` (see :mod:`dora_plugins.magnitude_only`).
     """
 
-    def __init__(self, magnitude: torch.Tensor, detach_norm: bool = True, dropout_mode: str = "paper"):
+    def __init__(
+        self, magnitude: torch.Tensor, detach_norm: bool = True, dropout_mode: str = "paper", magnitude_only=False
+    ):
         super().__init__()
         self.weight = nn.Parameter(magnitude, requires_grad=True)
         self.detach_norm = detach_norm
         self.dropout_mode = dropout_mode
+        self.magnitude_only = magnitude_only
 
     def extra_repr(self) -> str:
-        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}, dropout_mode={self.dropout_mode!r}"
+        only = ", magnitude_only=True" if self.magnitude_only else ""
+        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}, dropout_mode={self.dropout_mode!r}{only}"
 
 
 class DoraVariant(lora_layer.LoraVariant):
@@ -71,7 +76,10 @@ class DoraVariant(lora_layer.LoraVariant):
         if "lora_magnitude_vector" not in module.adapter_layer_names:
             module.adapter_layer_names = module.adapter_layer_names[:] + ("lora_magnitude_vector",)
         base = module.get_base_layer()
-        lora_A, lora_B, scaling = DoraVariant._factors(module, adapter_name)
+        magnitude_only = getattr(config, "is_magnitude_only", lambda name: False)(kwargs.get("target_name", ""))
+        if magnitude_only:
+            _freeze_factors(module, adapter_name)
+        lora_A, lora_B, scaling = DoraVariant._direction(module, adapter_name, magnitude_only)
         if lora_A.is_meta or base.weight.is_meta:  # low_cpu_mem_usage: the values arrive with the state dict
             magnitude = torch.empty(module.out_features, dtype=lora_A.dtype, device="meta")
         else:
@@ -79,7 +87,7 @@ class DoraVariant(lora_layer.LoraVariant):
                 weight = base_weight(base)
                 magnitude = dora.weight_norm(weight, lora_A, lora_B, scaling).to(lora_A.dtype)
         module.lora_magnitude_vector[adapter_name] = DoraMagnitude(
-            magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper")
+            magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper"), magnitude_only
         )
         inference.install_generate_hook()
         if adapter_name not in _announced:
@@ -88,7 +96,21 @@ class DoraVariant(lora_layer.LoraVariant):
 
     @staticmethod
     def _factors(module: lora_layer.Linear, adapter: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-        return module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter]
+        return DoraVariant._direction(module, adapter, module.lora_magnitude_vector[adapter].magnitude_only)
+
+    @staticmethod
+    def _direction(
+        module: lora_layer.Linear, adapter: str, magnitude_only: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``A`` (r, in), ``B`` (out, r) and the scaling that the DoRA math uses.
+
+        A magnitude-only module is DoRA with a direction update of rank 0: the same math, on empty factors
+        (``||W0 + s B A|| = ||W0||``, ``g * (W0 x) + bias``, merge ``g * W0``); its saved factors are never read.
+        """
+        lora_A, lora_B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        if magnitude_only:  # only the dtype and device of the saved factors: x arrives in that dtype
+            lora_A, lora_B = lora_A.new_empty(0, module.in_features), lora_B.new_empty(module.out_features, 0)
+        return lora_A, lora_B, module.scaling[adapter]
 
     @staticmethod
     def _norm(module: lora_layer.Linear, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -150,6 +172,21 @@ class DoraVariant(lora_layer.LoraVariant):
         )
 
 
+def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
+    """Turn a magnitude-only module's factors into zero buffers.
+
+    They keep PEFT's names and shapes, so the adapter saves and loads as plain DoRA (stock PEFT reads B = 0,
+    hence the same function; with A = 0 too, training it there leaves them 0). As buffers, whatever
+    ``requires_grad_`` or PEFT's ``set_adapter`` does, they are not trainable parameters: no optimizer state, no
+    count in the trainable parameters, and no unused parameter for DistributedDataParallel to wait for.
+    """
+    device = module.get_base_layer().weight.device  # never meta beside a real base: their values are known
+    for factor in (module.lora_A[adapter], module.lora_B[adapter]):
+        zeros = torch.zeros(factor.weight.shape, dtype=factor.weight.dtype, device=device)
+        del factor.weight
+        factor.register_buffer("weight", zeros)
+
+
 class DoraLinear(lora_layer.Linear):
     """PEFT's LoRA ``Linear`` whose ``use_dora`` variant is ours instead of ``DoraLinearVariant``."""
 
@@ -197,13 +234,26 @@ class Bitsandbytes8bit(metaclass=_Bitsandbytes8bitMeta):
 
 @functools.cache
 def _with_our_variant(peft_cls: type) -> type:
-    """A subclass of PEFT's bitsandbytes LoRA layer whose DoRA variant is ours."""
+    """A subclass of PEFT's bitsandbytes LoRA layer whose DoRA variant is ours.
+
+    PEFT's bitsandbytes layers do not pass the module's name on to ``update_layer``, where our variant needs it
+    (magnitude-only modules): the subclass keeps it from construction.
+    """
+
+    def __init__(self, base_layer, adapter_name: str, config, **kwargs):
+        self._dora_target_name = kwargs.get("target_name", "")  # a str: allowed before nn.Module.__init__
+        peft_cls.__init__(self, base_layer, adapter_name, config=config, **kwargs)
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha, config, **kwargs):
+        kwargs.setdefault("target_name", self._dora_target_name)
+        return peft_cls.update_layer(self, adapter_name, r, lora_alpha, config=config, **kwargs)
 
     def resolve_lora_variant(self, *, config, **kwargs):
         variant = peft_cls.resolve_lora_variant(self, config=config, **kwargs)
         return DoraVariant() if type(variant).__name__ == "DoraLinearVariant" else variant
 
-    return type(f"Dora{peft_cls.__name__}", (peft_cls,), {"resolve_lora_variant": resolve_lora_variant})
+    methods = {"__init__": __init__, "update_layer": update_layer, "resolve_lora_variant": resolve_lora_variant}
+    return type(f"Dora{peft_cls.__name__}", (peft_cls,), methods)
 
 
 def dora_linear_4bit(target, adapter_name: str, **kwargs):

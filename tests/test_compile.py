@@ -48,6 +48,8 @@ def llama(bias: bool):
 
 
 PASSES = ((True, True), (False, True), (False, False))  # (train, grad): training, eval with and without grad
+QKV = ["q_proj", "k_proj", "v_proj"]
+MAGNITUDE_ONLY = ["o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @pytest.mark.slow
@@ -63,8 +65,10 @@ def test_plain_lora_has_no_graph_break_the_baseline():
         (dict(lora_dropout=0.0), False),
         (dict(lora_dropout=0.1), True),
         (dict(lora_dropout=0.1, dropout_mode="lora_branch"), False),
+        (dict(lora_dropout=0.0, target_modules=QKV, magnitude_only_modules=MAGNITUDE_ONLY), False),
+        (dict(lora_dropout=0.1, target_modules=["up_proj"], magnitude_only_modules=QKV), True),  # biased q, k, v
     ],
-    ids=["no_dropout", "paper_dropout-bias", "branch_dropout"],
+    ids=["no_dropout", "paper_dropout-bias", "branch_dropout", "magnitude_only", "magnitude_only-paper_dropout-bias"],
 )
 def test_our_layer_adds_no_graph_break_to_a_llama(config, bias):
     ours = get_peft_model(llama(bias), DoraConfig(r=4, lora_alpha=8, **config))

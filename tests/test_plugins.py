@@ -43,7 +43,7 @@ class BrokenPlugin:
 
 def test_builtin_presets_are_the_papers(clean_plugins):
     presets = plugins.get_adapter_presets()
-    assert set(presets) == {"dora", "dora_half", "lora"}
+    assert set(presets) == {"dora", "dora_half", "dora_qkv", "lora"}
     assert {p.plugin for p in presets.values()} == {"dora_plugins.builtin"}
     dora = adapter_config("dora")
     assert isinstance(dora, DoraConfig) and (dora.r, dora.lora_alpha) == (32, 64)
