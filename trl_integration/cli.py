@@ -27,7 +27,8 @@ PAPER_CUTOFF_LEN = 256
 # The options --help lists first, in this order: DoraArguments' and those DoraSFTConfig adds to SFTConfig.
 OWN_OPTIONS = (
     "preset", "global_batch_size", "max_per_device_train_batch_size", "precision", "dry_run", "val_set_size",
-    "train_on_inputs", "detach_norm", "merged_output_dir", "overwrite_merged_output_dir", "help",
+    "train_on_inputs", "detach_norm", "magnitude_only_modules", "merged_output_dir", "overwrite_merged_output_dir",
+    "help",
 )  # fmt: skip
 # What torchrun / accelerate launch set: a dry run reads them, then parses as a single process.
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

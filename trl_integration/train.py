@@ -22,7 +22,9 @@ from .trainer import DoraSFTTrainer
 
 def check_run(script_args, training_args, model_args, dora_args: DoraArguments):
     """Every check that needs no model weights, cheapest first; returns the PEFT config and the records."""
-    peft_config = build_peft_config(dora_args.preset, model_args, dora_args.detach_norm)
+    peft_config = build_peft_config(
+        dora_args.preset, model_args, dora_args.detach_norm, dora_args.magnitude_only_modules
+    )
     if not script_args.dataset_name:
         raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
     if not model_args.model_name_or_path:

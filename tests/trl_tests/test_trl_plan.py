@@ -86,6 +86,19 @@ def test_dry_run_in_process_checks_the_run_and_loads_no_weights(capsys, tmp_path
     assert "Did you mean 'q_proj'" in capsys.readouterr().err
 
 
+def test_dry_run_of_the_qkv_recipe_counts_no_factor_of_the_magnitude_only_modules(capsys, tmp_path, boolq64):
+    args = ["sft", "--config=llama_7b_dora_qkv", "--model_name_or_path", str(LLAMA2_7B_CONFIG), "--dry_run"]
+    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    assert dora_main(args) == 0
+    plan = capsys.readouterr().out
+    print(plan)
+    # r=32 on q, k, v (4096 -> 4096) only; magnitudes of q, k, v, o (4096), gate, up (11008), down (4096); 32 layers
+    lora = 32 * 32 * 3 * (4096 + 4096)
+    magnitude = 32 * (5 * 4096 + 2 * 11008)
+    assert f"(LoRA A and B {lora:,}; magnitude {magnitude:,})" in plan and "effective batch: 16" in plan
+    assert "learning rate: 2.0e-04" in plan and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("preset", "dropout"), [("dora", 0.05), ("dora", 0.0), ("lora", 0.05), ("lora", 0.0)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, dropout, dtype):
