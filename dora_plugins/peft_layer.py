@@ -155,7 +155,8 @@ class DoraVariant(lora_layer.LoraVariant):
             )  # fmt: skip
             return kernels.scaled_output(result, F.linear(x, lora_A), *factors)
         dropout = module.lora_dropout[active_adapter]
-        active_dropout = None if isinstance(dropout, nn.Identity) or not module.training else dropout
+        unused = magnitude.magnitude_only and magnitude.dropout_mode == "lora_branch"  # no LoRA branch to drop
+        active_dropout = None if isinstance(dropout, nn.Identity) or not module.training or unused else dropout
         weight = base_weight(base)
         return dora.dora_forward(
             x,

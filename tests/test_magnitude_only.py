@@ -127,6 +127,24 @@ def test_a_biased_layer_output_and_gradients_equal_the_dense_reference(detach_no
     assert max_rel(m.grad, m_ref.grad) < 1e-6  # the kernels sum dL/dm in float32, also for float64 inputs
 
 
+def test_dropout_acts_on_the_base_path_as_in_the_papers_code_and_not_at_all_on_the_lora_branch():
+    """The paper's code: ``y = W0 x + (g - 1) W0 drop(x) + b`` for its magnitude-only modules; 'lora_branch'
+    drops only the LoRA input, which a magnitude-only module does not have."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    outputs = {}
+    for mode in ("paper", "lora_branch"):
+        only = dict(target_modules=[], magnitude_only_modules=["proj"], task_type=None)
+        config = DoraConfig(**only, lora_dropout=0.5, dropout_mode=mode)
+        model = get_peft_model(OneLayer(torch.randn(5, 6, dtype=torch.float64)), config)
+        perturb_adapters(model)
+        expected = model.eval()(x)
+        torch.manual_seed(1)
+        outputs[mode] = (model.train()(x), expected)
+    assert torch.equal(*outputs["lora_branch"])
+    assert max_rel(*outputs["paper"]) > 1e-3
+
+
 def test_saved_factors_are_rank_1_zeros_and_not_parameters():
     model = adapted(make_tiny_llama())
     for name, layer in layers(model).items():
