@@ -70,6 +70,7 @@ class DoraConfig(LoraConfig):
             raise ConfigError("DoraConfig requires use_dora=True; for plain LoRA use peft.LoraConfig.")
         if self.magnitude_only_modules is not None:
             self.magnitude_only_modules = magnitude_only.check_modules(self.magnitude_only_modules)
+            magnitude_only.check_init(self.init_lora_weights)
             self.target_modules, self.rank_pattern = magnitude_only.expand(
                 self.target_modules, dict(self.rank_pattern or {}), self.magnitude_only_modules
             )

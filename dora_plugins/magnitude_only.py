@@ -19,6 +19,7 @@ from collections.abc import Collection
 from .errors import ConfigError
 
 Modules = list[str] | str
+INITS = (True, False, "gaussian", "eva", "mica")  # the inits that leave W0 as it is and work at rank 1
 
 
 def check_modules(value) -> Modules:
@@ -37,6 +38,16 @@ def check_modules(value) -> Modules:
         f"magnitude_only_modules must be a list of module names (e.g. ['o_proj', 'gate_proj']) or a regex string, "
         f"got {value!r}."
     )
+
+
+def check_init(init_lora_weights) -> None:
+    """PEFT initialises every targeted module the same way: refuse the inits that break a magnitude-only one."""
+    if init_lora_weights not in INITS:
+        raise ConfigError(
+            f"init_lora_weights={init_lora_weights!r} cannot be used with magnitude_only_modules: PEFT applies it to "
+            "the magnitude-only modules too, where PiSSA, OLoRA, CorDA, LoftQ and LoRA-GA would change W0 and "
+            f"'orthogonal' needs an even rank (they have rank 1). Use one of {', '.join(map(repr, INITS))}."
+        )
 
 
 def matches(modules: Modules, name: str) -> bool:

@@ -26,6 +26,7 @@ from peft.utils.integrations import dequantize_bnb_weight, gather_params_ctx
 from torch import nn
 
 from . import dora, inference, kernels
+from .errors import ConfigError
 
 logger = logging.getLogger("dora_plugins")
 _announced: set[str] = set()  # adapter names whose layer was named in the log, once per process
@@ -271,7 +272,32 @@ def dora_linear_8bit(target, adapter_name: str, **kwargs):
     return _with_our_variant(lora_bnb.Linear8bitLt)(target, adapter_name, **kwargs)
 
 
-CUSTOM_MODULES = {PlainLinear: DoraLinear, Bitsandbytes4bit: dora_linear_4bit, Bitsandbytes8bit: dora_linear_8bit}
+class _AnyLayerMeta(type):
+    def __instancecheck__(cls, layer) -> bool:
+        return True
+
+
+class OtherLayer(metaclass=_AnyLayerMeta):
+    """Matches any layer that the entries before it in :data:`CUSTOM_MODULES` do not."""
+
+
+def refuse_magnitude_only(target, adapter_name: str, config=None, **kwargs) -> None:
+    """``None`` (PEFT's own dispatch and DoRA take the layer), or a ``ConfigError`` for a magnitude-only module:
+    PEFT's DoRA would train its factors."""
+    name = kwargs.get("target_name", "")
+    if getattr(config, "is_magnitude_only", lambda name: False)(name):
+        raise ConfigError(
+            f"Module '{name}' ({type(target).__name__}) cannot be magnitude-only: dora-plugins runs magnitude-only "
+            "modules on nn.Linear layers, plain or bitsandbytes 4-bit/8-bit. Remove it from magnitude_only_modules."
+        )
+
+
+CUSTOM_MODULES = {
+    PlainLinear: DoraLinear,
+    Bitsandbytes4bit: dora_linear_4bit,
+    Bitsandbytes8bit: dora_linear_8bit,
+    OtherLayer: refuse_magnitude_only,  # last: PEFT tries the entries in order
+}
 _routing = {"enabled": False}
 
 

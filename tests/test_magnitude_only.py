@@ -309,6 +309,7 @@ def test_the_dora_qkv_preset_is_the_papers_qkv_variant():
             "needs the DoRA modules listed explicitly, got target_modules='all-linear'",
         ),
         (dict(target_modules=None), "needs the DoRA modules listed explicitly, got target_modules=None"),
+        (dict(init_lora_weights="pissa"), "init_lora_weights='pissa' cannot be used with magnitude_only_modules"),
     ],
     ids=[
         "overlap",
@@ -320,11 +321,20 @@ def test_the_dora_qkv_preset_is_the_papers_qkv_variant():
         "bad_regex",
         "all_linear",
         "none",
+        "pissa",
     ],
 )
 def test_bad_magnitude_only_modules_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         qkv_config(**kwargs)
+
+
+def test_a_layer_our_layer_does_not_run_cannot_be_magnitude_only():
+    """PEFT's own DoRA would train its factors; other modules of that kind keep PEFT's DoRA."""
+    with pytest.raises(ConfigError, match=r"Module 'model.embed_tokens' \(Embedding\) cannot be magnitude-only"):
+        get_peft_model(make_tiny_llama(), qkv_config(magnitude_only_modules=["embed_tokens"]))
+    model = get_peft_model(make_tiny_llama(), qkv_config(target_modules=["embed_tokens", *DORA]))
+    assert type(model.base_model.model.model.embed_tokens).__module__.startswith("peft.")
 
 
 def test_a_module_that_two_regexes_both_match_is_refused_by_name():
