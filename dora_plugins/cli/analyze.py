@@ -8,8 +8,10 @@ For every checkpoint and every weight matrix it changes, against the base model 
     delta_D = mean over output rows of 1 - cos(W'_n, W0_n)          (eq. 6)
 
 A checkpoint is a PEFT adapter folder (LoRA or DoRA) or a fully fine-tuned model folder, such as the
-out/checkpoint-N folders of a training run. The checkpoint-N folders of one folder form a run; pass several
-runs to compare methods. Adapters are read as factors, never as full update matrices.
+out/checkpoint-N folders of a training run; its step is N (or global_step in its trainer_state.json). The
+checkpoint-N folders of one folder form a run; pass several runs to compare methods. Adapters are read as
+factors: W0 + sBA is built a block of rows at a time, never for a whole layer; weights are read one tensor at
+a time from safetensors.
 
 Writes into DIR (built beside it and swapped in when complete):
   dynamics.csv   one row per checkpoint and weight matrix: run, method, step, checkpoint, module, target,
