@@ -1,8 +1,10 @@
-"""Install lm-eval's startup hook at the top of site-packages; everything else is in pyproject.toml.
+"""Install the start-up hooks at the top of site-packages; everything else is in pyproject.toml.
 
-lm-eval 0.4.13 does not discover tasks of installed packages, so the wheel ships
-``dora_plugins_lm_eval.pth`` (and the PEP 829 ``.start`` file next to it) at the root of
-purelib, where ``site`` reads them (see lm_eval_tasks/startup.py). setuptools has no
+Two hooks run at interpreter start-up: ``dora_plugins_lm_eval.pth`` adds our tasks to lm-eval, which
+discovers no tasks of installed packages (see lm_eval_tasks/startup.py), and ``dora_plugins_route.pth``
+routes stock DoRA to our layer in the trl command line and lm-eval (see dora_plugins/startup.py). The
+wheel ships each ``.pth`` (and the PEP 829 ``.start`` file next to it) at the root of purelib, where
+``site`` reads them. setuptools has no
 declarative way to put a file there: a wheel takes it from the root of ``build_lib``, and an
 editable wheel from the root of the folder that ``install_lib`` points at while it is built.
 ``pip uninstall`` removes both files, as they are in the wheel's RECORD.
@@ -13,8 +15,12 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-HOOK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
-HOOK_FILES = ("dora_plugins_lm_eval.pth", "dora_plugins_lm_eval.start")
+ROOT = Path(__file__).resolve().parent
+HOOK_FILES = {
+    name: ROOT / package / name
+    for package, stem in (("lm_eval_tasks", "dora_plugins_lm_eval"), ("dora_plugins", "dora_plugins_route"))
+    for name in (f"{stem}.pth", f"{stem}.start")
+}
 
 
 class build_py_with_startup_hook(build_py):
@@ -22,8 +28,8 @@ class build_py_with_startup_hook(build_py):
 
     def run(self):
         super().run()
-        for name in HOOK_FILES:
-            self.copy_file(str(HOOK_DIR / name), str(self._hook_root() / name))
+        for name, source in HOOK_FILES.items():
+            self.copy_file(str(source), str(self._hook_root() / name))
 
     def get_outputs(self, include_bytecode=True):
         outputs = super().get_outputs(include_bytecode)

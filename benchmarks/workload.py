@@ -28,6 +28,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=0.0, help="adapter dropout (the paper uses 0.05)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
+    parser.add_argument("--bits", type=int, choices=[4, 8], help="quantize the base with bitsandbytes (QDoRA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -42,7 +43,10 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def build_base(args: argparse.Namespace, max_positions: int = 2048):
-    """A randomly initialised LLaMA (heads of 64, intermediate 2.6875 x hidden as in LLaMA-7B) in eval mode."""
+    """A randomly initialised LLaMA (heads of 64, intermediate 2.6875 x hidden as in LLaMA-7B) in eval mode.
+
+    With ``--bits``, a function that loads a fresh bitsandbytes-quantized copy (quantized models do not deepcopy).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     heads = max(1, args.hidden // 64)
@@ -57,7 +61,22 @@ def build_base(args: argparse.Namespace, max_positions: int = 2048):
     )
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(config).to(device=args.device, dtype=getattr(torch, args.dtype))
-    return model.eval()
+    return _quantized_copies(model, args) if args.bits else model.eval()
+
+
+def _quantized_copies(model, args: argparse.Namespace):
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    folder = tempfile.mkdtemp(prefix="dora-bench-")
+    model.save_pretrained(folder)
+    four_bit = {"load_in_4bit": True, "bnb_4bit_compute_dtype": model.dtype}
+    options = {"load_in_8bit": True} if args.bits == 8 else four_bit
+    device_map = {"": args.device} if args.device.startswith("cuda") else None
+    return lambda: AutoModelForCausalLM.from_pretrained(
+        folder, quantization_config=BitsAndBytesConfig(**options), device_map=device_map
+    ).eval()
 
 
 def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TARGETS, task_type="CAUSAL_LM"):
@@ -78,7 +97,7 @@ def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TA
     else:
         raise ValueError(f"Unknown candidate {candidate!r}; choose from {', '.join(CANDIDATES)}.")
     torch.manual_seed(args.seed + 1)  # the same A for every candidate
-    model = get_peft_model(copy.deepcopy(base), config)
+    model = get_peft_model(copy.deepcopy(base) if isinstance(base, torch.nn.Module) else base(), config)
     generator = torch.Generator().manual_seed(args.seed + 1)
     with torch.no_grad():  # a trained-looking adapter, so no candidate gets a shortcut from B = 0
         for name, param in model.named_parameters():

@@ -11,11 +11,18 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
 
-def load_adapter(model, adapter: str | Path, adapter_name: str = "default", is_trainable: bool = False):
+def load_adapter(
+    model,
+    adapter: str | Path,
+    adapter_name: str = "default",
+    is_trainable: bool = False,
+    low_cpu_mem_usage: bool = False,
+):
     """Wrap ``model`` in a ``PeftModel`` with the adapter saved at ``adapter``.
 
     A DoRA adapter (``use_dora: true``, saved by us or by stock PEFT) runs our DoRA layer;
     any other PEFT adapter loads as PEFT would load it. The files are checked first (:func:`check_adapter`).
+    ``low_cpu_mem_usage`` is PEFT's: the adapter is built on the meta device and filled from the file.
     """
     from peft import PeftConfig, PeftModel
 
@@ -27,7 +34,12 @@ def load_adapter(model, adapter: str | Path, adapter_name: str = "default", is_t
     config = config_cls.from_pretrained(str(path))
     try:
         return PeftModel.from_pretrained(
-            model, str(path), adapter_name=adapter_name, is_trainable=is_trainable, config=config
+            model,
+            str(path),
+            adapter_name=adapter_name,
+            is_trainable=is_trainable,
+            config=config,
+            low_cpu_mem_usage=low_cpu_mem_usage,
         )
     except RuntimeError as exc:
         if "size mismatch" not in str(exc):

@@ -8,12 +8,12 @@ a ``test.json`` directly, for offline and exact reproduction of the paper's runs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .records import read_records
 from .suggestions import did_you_mean
 
 ITEM_FIELDS = ("instruction", "input", "output", "answer")
@@ -22,7 +22,13 @@ FORMAT_PREFIX = "Answer format: "
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One benchmark: its answer labels in order, its Hugging Face source, and its row converter."""
+    """One benchmark: its answer labels in order, its Hugging Face source, its row converter, and its names.
+
+    ``task`` and ``title`` are the one place that names a benchmark outside this package: the lm-eval
+    task (``dora_siqa``; its log-likelihood twin is :attr:`mc_task`) and the column of the paper's
+    table 1 (``SIQA``). A plugin's benchmark without an lm-eval task leaves ``task`` empty; its title
+    defaults to its name.
+    """
 
     name: str  # the LLM-Adapters folder name, e.g. "ARC-Easy"
     description: str
@@ -31,6 +37,17 @@ class Benchmark:
     hf_name: str | None
     hf_split: str
     to_item: Callable[[Mapping], dict]  # HF row -> {"instruction", "answer", "options"}
+    task: str = ""  # the lm-eval generation task, e.g. "dora_arc_easy"; "" when there is none
+    title: str = ""  # the column title in the paper's table, e.g. "ARC-e"; "" means the name
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    @property
+    def mc_task(self) -> str:
+        """The lm-eval log-likelihood task on the same items (``dora_arc_easy_mc``), or "" without a task."""
+        return f"{self.task}_mc" if self.task else ""
 
 
 def _boolq(row: Mapping) -> dict:
@@ -108,21 +125,29 @@ def _labels(prefix: str, count: int) -> tuple[str, ...]:
 
 BENCHMARKS = (
     Benchmark("boolq", "BoolQ yes/no questions, without the passage", ("true", "false"),
-              "aps/super_glue", "boolq", "validation", _boolq),
+              "aps/super_glue", "boolq", "validation", _boolq,
+              task="dora_boolq", title="BoolQ"),
     Benchmark("piqa", "PIQA physical commonsense, 2 solutions", _labels("solution", 2),
-              "baber/piqa", None, "validation", _piqa),
+              "baber/piqa", None, "validation", _piqa,
+              task="dora_piqa", title="PIQA"),
     Benchmark("social_i_qa", "Social IQa social commonsense, 3 answers", _labels("answer", 3),
-              "lighteval/siqa", None, "validation", _social_i_qa),
+              "lighteval/siqa", None, "validation", _social_i_qa,
+              task="dora_siqa", title="SIQA"),
     Benchmark("hellaswag", "HellaSwag sentence endings, 4 endings", _labels("ending", 4),
-              "Rowan/hellaswag", None, "validation", _hellaswag),
+              "Rowan/hellaswag", None, "validation", _hellaswag,
+              task="dora_hellaswag", title="HellaSwag"),
     Benchmark("winogrande", "WinoGrande (xl) fill in the blank, 2 options", _labels("option", 2),
-              "allenai/winogrande", "winogrande_xl", "validation", _winogrande),
+              "allenai/winogrande", "winogrande_xl", "validation", _winogrande,
+              task="dora_winogrande", title="WinoGrande"),
     Benchmark("ARC-Easy", "ARC Easy science questions, 3 to 5 answers", _labels("answer", 5),
-              "allenai/ai2_arc", "ARC-Easy", "test", _multiple_choice("question")),
+              "allenai/ai2_arc", "ARC-Easy", "test", _multiple_choice("question"),
+              task="dora_arc_easy", title="ARC-e"),
     Benchmark("ARC-Challenge", "ARC Challenge science questions, 3 to 5 answers", _labels("answer", 5),
-              "allenai/ai2_arc", "ARC-Challenge", "test", _multiple_choice("question")),
+              "allenai/ai2_arc", "ARC-Challenge", "test", _multiple_choice("question"),
+              task="dora_arc_challenge", title="ARC-c"),
     Benchmark("openbookqa", "OpenBookQA science questions, 4 answers", _labels("answer", 4),
-              "allenai/openbookqa", "main", "test", _multiple_choice("question_stem")),
+              "allenai/openbookqa", "main", "test", _multiple_choice("question_stem"),
+              task="dora_openbookqa", title="OBQA"),
 )  # fmt: skip
 
 
@@ -218,20 +243,3 @@ def _check_data_file(path: Path, benchmark: str) -> None:
             f"No file {path}: the data folder needs {benchmark}/test.json. Folders with a test.json: "
             f"{', '.join(present) or 'none'}"
         )
-
-
-def read_records(path: Path) -> list:
-    """The records of an existing file: a JSON list, or JSON Lines (one record per line) for ``.jsonl``.
-
-    LLM-Adapters' data, the paper's evaluation output and generations all come this way.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        records = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); expected a JSON list of records or JSON Lines") from exc
-    if not isinstance(records, list):
-        raise DataError(f"{path} holds a JSON {type(records).__name__}, not a list of records")
-    return records

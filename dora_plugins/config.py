@@ -8,12 +8,14 @@ It is a real ``LoraConfig``: ``get_peft_model``, ``trl.SFTTrainer(peft_config=..
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass, field
 
 from peft import LoraConfig
 from peft.utils import PeftType
 
+from .dora import DROPOUT_MODES
 from .errors import ConfigError
 from .peft_layer import CUSTOM_MODULES
 
@@ -38,22 +40,32 @@ class DoraConfig(LoraConfig):
         default=True,
         metadata={"help": "Treat the weight norm as a constant in backward (paper section 4.3)."},
     )
+    dropout_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "Where lora_dropout applies: 'paper' (PEFT and the paper's code: the base path's W0 x is dropped "
+            "too, one more base matrix product) or 'lora_branch' (torchtune: only the LoRA input, LoRA's cost)."
+        },
+    )
 
     def __post_init__(self):
-        _check_positive("r", self.r)
+        _check_positive("r", self.r, integer=True)
         _check_positive("lora_alpha", self.lora_alpha)
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}.")
+        if self.dropout_mode not in DROPOUT_MODES:
+            raise ConfigError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}; got {self.dropout_mode!r}.")
         if not self.use_dora:
             raise ConfigError("DoraConfig requires use_dora=True; for plain LoRA use peft.LoraConfig.")
         super().__post_init__()
         self._register_custom_module(CUSTOM_MODULES)
 
     def to_dict(self) -> dict:
-        # Stock PEFT warns about keys it does not know; only write detach_norm when it is not the default.
+        # Stock PEFT warns about keys it does not know: ours are written only when they are not the default.
         data = super().to_dict()
-        if self.detach_norm:
-            data.pop("detach_norm", None)
+        for name, default in (("detach_norm", True), ("dropout_mode", "paper")):
+            if data.get(name) == default:
+                data.pop(name)
         return data
 
     @classmethod
@@ -69,9 +81,22 @@ class DoraConfig(LoraConfig):
         unknown = sorted(set(kwargs) - known)
         if unknown:
             warnings.warn(f"Ignoring adapter config keys this PEFT version does not know: {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in kwargs.items() if k in known})
+        # A saved file means what stock PEFT reads in it: a key it lacks takes LoraConfig's default, not ours.
+        return cls(**{**_lora_defaults(), **{k: v for k, v in kwargs.items() if k in known}})
 
 
-def _check_positive(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}.")
+def _lora_defaults() -> dict:
+    """LoraConfig's defaults for the fields whose default DoraConfig changes."""
+    lora_fields = {f.name: f for f in dataclasses.fields(LoraConfig)}
+    defaults = {}
+    for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type"):
+        f = lora_fields[name]
+        defaults[name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return defaults
+
+
+def _check_positive(name: str, value, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        kind = "positive integer" if integer else "positive finite number"
+        raise ConfigError(f"{name} must be a {kind}, got {value!r}.")

@@ -5,16 +5,19 @@ scaling ``s`` and a trainable magnitude ``m`` (out):
 
     W' = m * (W0 + s*B@A) / ||W0 + s*B@A||_row                     (eq. 1 of the paper)
 
-The row norm is computed from the factors, so neither ``W0 + s*B@A`` (out, in) nor an
-(in, in) identity matrix is ever built:
+The row norm is computed the way PEFT computes it, as the norm of ``W0_i + s B_i A`` itself, so it is
+as accurate as PEFT's even where ``s B A`` cancels most of ``W0``; but in blocks of rows, so that neither
+``W0 + s*B@A`` (out, in) nor PEFT's (in, in) identity matrix is ever held whole. Nothing is cached
+between calls: every forward sees the weights as they are (in-place edits, loads, optimizer steps,
+sharded parameters that exist only inside the wrapped module's forward).
 
-    ||W0_i + s(BA)_i||^2 = ||W0_i||^2 + 2s <(W0 A^T)_i, B_i> + s^2 B_i (A A^T) B_i^T
-
-Forward, as the paper's code and PEFT apply dropout (section 4.3 detaches the norm):
+Forward, as the paper's code and PEFT apply dropout (``dropout_mode="paper"``; section 4.3 detaches the norm):
 
     y = W0 x + (g - 1) * (W0 drop(x)) + g * s * B A drop(x) + bias,   g = m / norm
 
 which, without dropout, is ``g * (W0 x + s B A x) + bias`` and reuses the base output.
+``dropout_mode="lora_branch"`` (torchtune's choice) drops the input of the LoRA branch only,
+``g * (W0 x + s B A drop(x)) + bias``, which saves the second base matrix product.
 """
 
 from __future__ import annotations
@@ -27,47 +30,74 @@ from . import kernels
 
 # A zero row of W0 has norm 0 at initialisation; without a floor, m / norm is 0 / 0 (PEFT issue 2049).
 NORM_EPS = 1e-12
+# Rows of W0 + s*B@A computed at once: about 4M values (16 MB in fp32), whatever the layer's shape.
+BLOCK_ELEMENTS = 1 << 22
+DROPOUT_MODES = ("paper", "lora_branch")
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp32 for half precisions, the input's own dtype when it is wider (float64 for gradcheck)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def base_row_norm_sq(weight: torch.Tensor) -> torch.Tensor:
-    """``||W0_i||^2`` per output row, in at least fp32: constant while W0 is frozen, so callers cache it."""
-    return weight.detach().to(accumulation_dtype(weight.dtype)).pow(2).sum(dim=1)  # (out,)
+def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """fp32 for half precisions, the widest input dtype when it is wider (float64 for gradcheck)."""
+    result = torch.float32
+    for dtype in dtypes:
+        result = torch.promote_types(result, dtype)
+    return result
 
 
 def weight_norm(
-    weight: torch.Tensor,
-    lora_A: torch.Tensor,
-    lora_B: torch.Tensor,
-    scaling: float,
-    weight_sq: torch.Tensor,
+    weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float, detach: bool = True
 ) -> torch.Tensor:
-    """Row norms of ``W0 + s*B@A`` (out,), in at least fp32, from the factors (see the module docstring)."""
-    return row_norm(weight_sq, *norm_terms(weight, lora_A, lora_B), scaling)
+    """``||W0_i + s B_i A||`` per output row (out,), in at least fp32, floored at NORM_EPS.
 
-
-def norm_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cross_i = <(W0 A^T)_i, B_i>`` and ``quad_i = B_i (A A^T) B_i^T`` (out,), in at least fp32.
-
-    ``||W0_i||^2 + s * cross_i`` is also ``<W0_i + s(BA)_i, W0_i>``: the direction change needs no more.
+    ``detach=False`` gives the norm a gradient (the paper's full gradient), computed from the factors.
     """
-    acc = accumulation_dtype(lora_A.dtype)
-    a = lora_A.to(acc)  # (r, in)
-    b = lora_B.to(acc)  # (out, r)
-    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().to(acc)  # W0 A^T: (out, r)
-    cross = (w_a * b).sum(dim=1)  # (out,)
-    quad = ((b @ (a @ a.t())) * b).sum(dim=1)  # (out,)
-    return cross, quad
+    if detach or not torch.is_grad_enabled():
+        with torch.no_grad():
+            return _row_norms(weight.detach(), lora_A.detach(), lora_B.detach(), scaling)
+    return RowNorm.apply(weight, lora_A, lora_B, scaling)
 
 
-def row_norm(weight_sq: torch.Tensor, cross: torch.Tensor, quad: torch.Tensor, scaling: float) -> torch.Tensor:
-    """``sqrt(||W0_i||^2 + 2s cross_i + s^2 quad_i)``, floored at NORM_EPS."""
-    norm_sq = weight_sq + 2 * scaling * cross + scaling**2 * quad
-    return norm_sq.clamp_min(NORM_EPS**2).sqrt()
+def _blocks(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float):
+    """``(rows, W0[rows] + s B[rows] A)`` in the accumulation dtype, block by block of output rows."""
+    acc = accumulation_dtype(weight.dtype, lora_A.dtype, lora_B.dtype)
+    a, b = lora_A.to(acc), lora_B.to(acc)  # (r, in), (out, r)
+    step = max(1, BLOCK_ELEMENTS // weight.shape[1])
+    for start in range(0, weight.shape[0], step):
+        rows = slice(start, start + step)
+        yield rows, torch.addmm(weight[rows].to(acc), b[rows], a, alpha=scaling)  # (rows, in)
+
+
+def _row_norms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+    norms = [torch.linalg.vector_norm(v, dim=1) for _, v in _blocks(weight, lora_A, lora_B, scaling)]
+    return torch.cat(norms).clamp_min(NORM_EPS)  # (out,)
+
+
+class RowNorm(torch.autograd.Function):
+    """:func:`weight_norm` with a gradient: ``d norm_i / d V_i = V_i / norm_i`` for ``V = W0 + s B A``, applied
+    block by block, so backward never holds ``V`` whole either."""
+
+    @staticmethod
+    def forward(ctx, weight, lora_A, lora_B, scaling: float):
+        norm = _row_norms(weight, lora_A, lora_B, scaling)
+        ctx.scaling = scaling
+        ctx.save_for_backward(weight, lora_A, lora_B, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad_norm):
+        weight, lora_A, lora_B, norm = ctx.saved_tensors
+        s = ctx.scaling
+        c = grad_norm.to(norm.dtype) / norm  # (out,)
+        a = lora_A.to(norm.dtype)  # (r, in)
+        cb = c.unsqueeze(1) * lora_B.to(norm.dtype)  # (out, r)
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[0] else None
+        grad_a = torch.zeros_like(a)
+        grad_b = torch.empty_like(cb)
+        for rows, v in _blocks(weight, lora_A, lora_B, s):
+            grad_b[rows] = s * c[rows].unsqueeze(1) * (v @ a.t())  # (rows, r)
+            grad_a.addmm_(cb[rows].t(), v, alpha=s)  # (r, in)
+            if grad_w is not None:
+                grad_w[rows] = (c[rows].unsqueeze(1) * v).to(weight.dtype)
+        return grad_w, grad_a.to(lora_A.dtype), grad_b.to(lora_B.dtype), None
 
 
 def dora_forward(
@@ -81,19 +111,20 @@ def dora_forward(
     scaling: float,
     magnitude: torch.Tensor,
     norm: torch.Tensor,
-    dropout: torch.nn.Module | None,
+    dropout: nn.Module | None,
+    dropout_mode: str = "paper",
 ) -> torch.Tensor:
     """The layer output given ``result = W0 x + bias``; ``dropout`` None means no dropout is active.
 
-    With dropout, :func:`dropout_noise` makes the same random draw as PEFT's ``dropout(x)``, and the mask then
-    costs one byte per element in backward.
-    When a gradient is needed, :mod:`dora_plugins.kernels` computes the output and saves fewer activations.
+    With the paper's dropout, :func:`dropout_noise` makes the same random draw as PEFT's ``dropout(x)``, and the
+    mask then costs one byte per element in backward. When a gradient is needed, :mod:`dora_plugins.kernels`
+    computes the output and saves fewer activations.
     """
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, result, lora_A, lora_B, magnitude, norm)
     )
-    if dropout is None:
-        h = F.linear(x, lora_A)  # (..., r)
+    if dropout is None or dropout_mode == "lora_branch":
+        h = F.linear(x if dropout is None else dropout(x), lora_A)  # (..., r)
         if grad:
             return kernels.ScaledOutput.apply(result, h, lora_B, magnitude, norm, scaling, bias)
         factors = kernels.scale_factors(lora_B, scaling, magnitude / norm, bias, h.dtype)
@@ -143,3 +174,22 @@ def unmerged_weight(
     delta = scaling * (lora_B.to(acc) @ lora_A.to(acc))
     g = (magnitude.to(acc) / norm).unsqueeze(1)
     return (merged.to(acc) / g - delta).to(merged.dtype)
+
+
+# The weight-dynamics callback reads these (until the analysis module replaces them).
+def base_row_norm_sq(weight: torch.Tensor) -> torch.Tensor:
+    """``||W0_i||^2`` per output row, in at least fp32."""
+    return weight.detach().to(accumulation_dtype(weight.dtype)).pow(2).sum(dim=1)  # (out,)
+
+
+def norm_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cross_i = <(W0 A^T)_i, B_i>`` and ``quad_i = B_i (A A^T) B_i^T`` (out,), in at least fp32."""
+    acc = accumulation_dtype(lora_A.dtype)
+    a, b = lora_A.to(acc), lora_B.to(acc)
+    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().to(acc)  # W0 A^T: (out, r)
+    return (w_a * b).sum(dim=1), ((b @ (a @ a.t())) * b).sum(dim=1)
+
+
+def row_norm(weight_sq: torch.Tensor, cross: torch.Tensor, quad: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``sqrt(||W0_i||^2 + 2s cross_i + s^2 quad_i)``, floored at NORM_EPS."""
+    return (weight_sq + 2 * scaling * cross + scaling**2 * quad).clamp_min(NORM_EPS**2).sqrt()

@@ -1,26 +1,36 @@
-"""Answer extractors: the paper's ``original`` and a stricter ``improved``.
+"""Answer extractors: the paper's ``original`` and a stricter ``improved``, and ``explain_answer`` that says why.
 
 ``original`` is ``extract_answer`` of NVlabs/DoRA ``commonsense_reasoning/commonsense_evaluate.py``
 (inherited from LLM-Adapters): the first case-sensitive match of the label alternation, anywhere,
 so that it also credits echoes of the prompt's ``Answer format: a/b/c`` line.
 
-``improved`` returns what the model actually answered, and "" when it gave no answer:
-labels in any case and common spelling (``Answer 2``, ``ANSWER2``, ``True``) but never inside a
-longer token (``answer12``); an explicit statement (``the correct answer is X``, ``Answer: X``)
-wins over other mentions; echoes of the format line, of slash lists and of the option list
-(``Answer1: ...``) do not count, nor do labels outside the item's range or after "not"; an
-option's text maps to its label; two different answers give "". No pattern nests quantifiers,
-the response is lower-cased once, and past MAX_MENTIONS label-like tokens the text counts as
-garbage, so the time is linear in the length of the text (1 MB of junk: a few hundredths of a second).
+``improved`` returns what the model actually answered, and "" when it gave no answer. Rules, in order:
+
+1. Labels in any case and common spelling (``Answer 2``, ``ANSWER2``, ``True``), never inside a longer token
+   (``answer12``); a label glued to an echo of the format line counts (``FalseAnswer format: true/false``).
+2. An explicit statement (``the correct answer is X``, ``Answer: X``, ``3 is the correct answer``) wins over
+   other mentions; two different explicit answers, or ``X or Y``, are a contradiction.
+3. Echoes do not count: the format line, slash lists (``answer1/answer2``), a recited option list
+   (``Answer1: ... Answer2: ...``), a run of different labels (``Answer2 Answer3 Answer4``, also the cut-off
+   ``Answer11 Answer12 ... Answer1``). Nor do labels outside the item's range (answer5 of 4) or after "not".
+4. One plain label is the answer; two different ones are a contradiction; a label amid echoes is refused.
+5. When no label answers, an option's text stated in words is its label (see :mod:`dora_plugins.answer_text`);
+   two options' texts are a contradiction. A label whose own text (``Answer2: <text>``) is another option's
+   text is a contradiction too.
+
+No pattern nests quantifiers, the response is lower-cased once, past MAX_MENTIONS label-like tokens the text
+counts as garbage and only short responses are read for option texts, so the time is linear in the length of
+the text (1 MB of junk: a few hundredths of a second).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import islice
 
+from . import answer_labels, answer_text
+from .answer_labels import CONTRADICTION, ECHO, EXPLICIT, LABEL, MAX_MENTIONS, Mention
 from .prompts import RESPONSE_MARKER
 
 # The paper's patterns, per benchmark (case-sensitive, no word boundaries, first match wins).
@@ -35,20 +45,27 @@ PAPER_PATTERNS = {
     "winogrande": r"option1|option2",
 }
 
-# All patterns below run on the lower-cased response.
-_FORMAT_LINE = re.compile(r"answer format:[^\n]*")
-_CUE = re.compile(r"(?:answer|solution|ending|option|choice)s?\s{0,3}(?:is|:|=)\s{0,3}[\"'*(\[]{0,2}\s{0,2}$")
-_CUE_PHRASE = re.compile(
-    r"\b(?:the\s{1,3})?(?:correct\s{1,3}|right\s{1,3}|final\s{1,3}|best\s{1,3})?(?:answer|solution|ending|option|choice)"
-    r"\s{0,3}(?:is\b|:)"
-)
-_CUE_CHARS = 64  # room for a cue phrase ("the correct answer is") around an option's text
-_NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$")
-_LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$")
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
-MAX_MENTIONS = 64  # a 32-token answer names a few labels; a text with more label-like tokens is not an answer
-_WORD = re.compile(r"[^\W_]+")
+# The rules that decide, as explain_answer reports them (EXPLICIT, LABEL, ECHO, CONTRADICTION: answer_labels).
+OPTION_TEXT = "option text"
+OUT_OF_RANGE = "out of range"
+GARBAGE = "garbage"
+NO_ANSWER = "no answer"
+RULES = (EXPLICIT, LABEL, OPTION_TEXT, ECHO, CONTRADICTION, OUT_OF_RANGE, GARBAGE, NO_ANSWER)
+
+_FORMAT_LINE = re.compile(r"answer\s?format\s?:[^\n]*")  # on the lower-cased response
+_QUOTES_TEXT = re.compile(r"\s{0,3}[:.)/-]?\s{0,3}[\"'(]?\s{0,2}")
+_QUOTE_MARK = re.compile(r"\s{0,3}[:(\"'-]")  # "answer2: <text>": a label that quotes its option's text
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What ``improved`` read and why: the label ("" for none), the rule that decided, the words that decided
+    it (as written) and what was set aside on the way (echoes, labels out of range, negated labels)."""
+
+    label: str
+    rule: str
+    evidence: str = ""
+    ignored: tuple[str, ...] = ()
 
 
 def _response(text: str) -> str:
@@ -72,134 +89,123 @@ def original(text: str, benchmark: str, options: list[str] | None = None) -> str
     return found.group(0) if found else ""
 
 
-@dataclass(frozen=True)
-class _Mention:
-    label: str | None  # None when out of the item's range
-    start: int
-    end: int
-    explicit: bool  # right after "answer is" / "Answer:" ...
-    echo: bool  # part of a slash list or of an option list ("Answer1: ...")
-    negated: bool
+def _quoted_option(response: str, mention: Mention, found: list[answer_text.Occurrence]) -> int | None:
+    """The option whose text directly follows the mention (``Answer2: <text>``), if any."""
+    for occurrence in found:
+        if occurrence.start >= mention.end and _QUOTES_TEXT.fullmatch(response, mention.end, occurrence.start):
+            return occurrence.option
+    return None
 
 
-@lru_cache(maxsize=64)
-def _mention_pattern(labels: tuple[str, ...]) -> tuple[re.Pattern, str | None]:
-    """A pattern for the lower-cased labels in any spelling; and their shared prefix when they are ``<prefix><n>``.
-
-    It does not look behind (that makes the scan slow); _mentions drops matches that follow a letter or digit.
-    """
-    prefixes = {label.rstrip("0123456789") for label in labels}
-    prefix = prefixes.pop() if len(prefixes) == 1 else None
-    if prefix and all(label != prefix and label[len(prefix) :].isdigit() for label in labels):
-        body = rf"{re.escape(prefix.lower())}[ _-]?(\d{{1,3}})"
-    else:
-        prefix = None
-        body = "(" + "|".join(re.escape(label.lower()) for label in sorted(labels, key=len, reverse=True)) + ")"
-    return re.compile(rf"{body}(?![a-z0-9])"), prefix
-
-
-def _canonical(match: re.Match, prefix: str | None, in_range: tuple[str, ...]) -> str | None:
-    if prefix is None:
-        return next((label for label in in_range if label.lower() == match.group(1)), None)
-    label = f"{prefix}{int(match.group(1))}"
-    return label if label in in_range else None
-
-
-def _mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) -> list[_Mention] | None:
-    """Every label mention, classified; None when there are more than MAX_MENTIONS (that is no answer)."""
-    pattern, prefix = _mention_pattern(labels)
-    matches = list(islice(pattern.finditer(response), MAX_MENTIONS + 1))
-    if len(matches) > MAX_MENTIONS:
+def _from_text(
+    response: str, options: Sequence[object], in_range: tuple[str, ...], mentions: list[Mention]
+) -> tuple[str, str, tuple[int, int] | None] | None:
+    """(label, rule, evidence span) for an option stated in words, or a refusal; None when no option is stated."""
+    found = answer_text.occurrences(response, options[: len(in_range)])
+    if found is None:
+        return "", GARBAGE, None
+    if answer_text.recites(response) or any(_quoted_option(response, m, found) is not None for m in mentions):
+        return "", ECHO, None  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
+    starts = frozenset(m.start for m in mentions)
+    stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]
+    if not stated:
         return None
-    matches = [m for m in matches if m.start() == 0 or response[m.start() - 1] not in _ALNUM]  # not "xanswer1"
-    if not matches:
-        return []
-    # "Answer1: <text>" recites the option list, unless the response opens with it and names no other that way.
-    colon = [prefix is not None and response[m.end() : m.end() + 3].lstrip(" ").startswith(":") for m in matches]
-    opens_with_one = sum(colon) == 1 and colon[0] and matches[0].start() == 0
-    reciting = any(colon) and not opens_with_one
-    mentions = []
-    for match, listed in zip(matches, colon, strict=True):
-        start, end = match.span()
-        before = response[max(0, start - _LOOKBACK) : start]
-        explicit = bool(_CUE.search(before))
-        echo = (listed and reciting and not explicit) or before.endswith("/") or response[end : end + 1] == "/"
-        negated = bool(_NEGATION.search(before))
-        mentions.append(_Mention(_canonical(match, prefix, in_range), start, end, explicit, echo, negated))
-    return mentions
+    if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
+        return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"
+    return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
-def _joined_to_next(response: str, mentions: list[_Mention], i: int) -> bool:
-    """True when mention i is followed by ``or``/``and``/``,`` and another label: "answer1 or answer2"."""
-    if i + 1 >= len(mentions):
-        return False
-    between = response[mentions[i].end : mentions[i + 1].start]
-    return len(between) <= 12 and bool(_LIST_JOINER.search(between))
+def _ignored(source: str, mentions: list[Mention], echoed_format: bool) -> tuple[str, ...]:
+    notes = ["echo of the format line"] if echoed_format else []
+    for m in mentions:
+        kind = "echo" if m.echo else "out of range" if m.label is None else "negated" if m.negated else None
+        if kind:
+            notes.append(f"{kind}: {source[m.start : m.end]}")
+    return tuple(dict.fromkeys(notes))
 
 
-def _decide(response: str, mentions: list[_Mention]) -> str | None:
-    """The one answer the mentions state; "" when they contradict; None when they state nothing."""
-    explicit = [i for i, m in enumerate(mentions) if m.explicit and not m.echo and not m.negated and m.label]
-    if explicit:
-        if any(_joined_to_next(response, mentions, i) for i in explicit):
-            return ""
-        found = {mentions[i].label for i in explicit}
-        return found.pop() if len(found) == 1 else ""
-    if any(m.echo for m in mentions):
-        return ""  # reciting the option list or the format: whatever else it names is not an answer
-    plain = {m.label for m in mentions if not m.negated and m.label}
-    if len(plain) > 1:
-        return ""
-    return plain.pop() if plain else None
+def _quote(source: str, start: int, end: int, around: int = 24) -> str:
+    """The deciding words as written, with up to ``around`` characters on each side, within their line."""
+    left = source.rfind("\n", max(0, start - around), start) + 1 or max(0, start - around)
+    right = source.find("\n", end, end + around)
+    words = source[left : right if right >= 0 else end + around].split()
+    if left > 0 and source[left - 1].isalnum() and len(words) > 1:
+        words = words[1:]  # a word cut in two
+    return " ".join(words)
 
 
-def _normalise(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+@dataclass(frozen=True)
+class _Reading:
+    """What ``_read`` found: the answer and rule, and what explain_answer needs to quote and list."""
+
+    label: str
+    rule: str
+    span: tuple[int, int] | None  # the deciding words in ``source``
+    source: str  # the response as written (lower-cased when lower-casing changed its length)
+    mentions: list[Mention] | None  # None for a flood of labels
+    echoed_format: bool
 
 
-def _from_option_text(response: str, options: list[str], in_range: tuple[str, ...]) -> str:
-    """The label of the one option whose text makes up at least half of the response's words, else "".
+def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Reading:
+    """The rules of the module docstring, in order."""
+    labels = _get_labels(benchmark)
+    numbered = answer_labels.mention_pattern(labels)[1] is not None
+    in_range = labels[: len(options)] if options and numbered else labels
+    raw = _response(text)
+    lowered = raw.lower()
+    response = _FORMAT_LINE.sub(lambda m: "\n" + " " * (len(m.group()) - 1), lowered)  # same offsets
+    source, echoed = (raw if len(raw) == len(lowered) else lowered), response != lowered
+    mentions = answer_labels.mentions(response, labels, in_range)
+    if mentions is None:
+        return _Reading("", GARBAGE, None, source, None, echoed)
+    decided = answer_labels.decide(response, mentions)
+    if decided is not None:
+        label, rule, mention = decided
+        span = (mention.start, mention.end) if mention else None
+        if mention is not None and options and numbered and _QUOTE_MARK.match(response, mention.end):
+            found = answer_text.occurrences(response, options[: len(in_range)]) or []
+            quoted = _quoted_option(response, mention, found)
+            if quoted is not None and in_range[quoted] != label:
+                return _Reading("", CONTRADICTION, (mention.start, mention.end + 40), source, mentions, echoed)
+        return _Reading(label, rule, span, source, mentions, echoed)
+    read = _from_text(response, options, in_range, mentions) if options and numbered else None
+    if read is not None:
+        return _Reading(*read, source, mentions, echoed)
+    if any(m.echo for m in mentions) or echoed:
+        rule = ECHO
+    else:
+        rule = OUT_OF_RANGE if any(m.label is None for m in mentions) else NO_ANSWER
+    return _Reading("", rule, None, source, mentions, echoed)
 
-    An option that is part of a longer option that also matches does not count ("ice" in "ice cream").
-    One cue phrase ("the correct answer is") is not counted.
+
+def explain_answer(text: str, benchmark: str, options: Sequence[object] | None = None) -> Explanation:
+    """The label ``improved`` reads in ``text`` and the rule that decided it (see the module docstring).
+
+    ``options`` are the item's answer texts in label order: they set the range (answer5 is out of range on a
+    4-option item) and let an option stated in words count as its label. Entries that are not strings are
+    never matched, but still count for the range.
     """
-    options = options[: len(in_range)]
-    if len(response) > 3 * max(map(len, options)) + _CUE_CHARS:
-        return ""  # too long to be mostly one option's text (and so never slow on long junk)
-    texts = [_normalise(option) for option in options]
-    said = f" {_normalise(_CUE_PHRASE.sub(' ', response, count=1))} "
-    n_words = len(said.split())
-    hits = [i for i, text in enumerate(texts) if text and f" {text} " in said and 2 * len(text.split()) >= n_words]
-    longest = [i for i in hits if not any(texts[i] != texts[j] and texts[i] in texts[j] for j in hits)]
-    return in_range[longest[0]] if len(longest) == 1 else ""
+    reading = _read(text, benchmark, options)
+    evidence = _quote(reading.source, *reading.span) if reading.span else ""
+    if reading.mentions is None:
+        return Explanation(reading.label, reading.rule, evidence, (f"more than {MAX_MENTIONS} label-like tokens",))
+    return Explanation(
+        reading.label, reading.rule, evidence, _ignored(reading.source, reading.mentions, reading.echoed_format)
+    )
 
 
-def improved(text: str, benchmark: str, options: list[str] | None = None) -> str:
+def improved(text: str, benchmark: str, options: Sequence[object] | None = None) -> str:
     """The label the model answered (see the module docstring for the rules), or "" when it gave none.
 
     ``options`` are the item's answer texts in label order: they set the range (answer5 is out of
-    range on a 4-option item) and let a written-out option count as its label.
+    range on a 4-option item) and let a written-out option count as its label. The fast path of
+    :func:`explain_answer`: the same answer, without quoting the evidence.
     """
-    labels = _get_labels(benchmark)
-    numbered = _mention_pattern(labels)[1] is not None
-    in_range = labels[: len(options)] if options and numbered else labels
-    response = _FORMAT_LINE.sub(" ", _response(text).lower())
-    mentions = _mentions(response, labels, in_range)
-    if mentions is None:
-        return ""
-    decided = _decide(response, mentions)
-    if decided is not None:
-        return decided
-    if not options:
-        return ""
-    return _from_option_text(response, list(options), in_range)
+    return _read(text, benchmark, options).label
 
 
-def extract_answer(text: str, benchmark: str, method: str = "improved", options: list[str] | None = None) -> str:
-    """The label answered in ``text`` ("true", "solution2", "answer3", ...) or "" when none, by ``method``.
-
-    ``method`` names a registered extractor: "original" (the paper's), "improved", or one from a plugin.
-    """
+def get_extractor(method: str) -> Callable[[str, str, Sequence[object] | None], str]:
+    """The registered answer extractor called ``method``; an unknown name is an error with the close names."""
     from .errors import ConfigError
     from .plugins import get_answer_extractors
     from .suggestions import did_you_mean
@@ -211,4 +217,12 @@ def extract_answer(text: str, benchmark: str, method: str = "improved", options:
             f"Available: {', '.join(extractors)}. "
             "Extractors come from the dora_answer_extractors hook ('dora plugins' lists them)."
         )
-    return extractors[method].value(text, benchmark, options)
+    return extractors[method].value
+
+
+def extract_answer(text: str, benchmark: str, method: str = "improved", options: list[str] | None = None) -> str:
+    """The label answered in ``text`` ("true", "solution2", "answer3", ...) or "" when none, by ``method``.
+
+    ``method`` names a registered extractor: "original" (the paper's), "improved", or one from a plugin.
+    """
+    return get_extractor(method)(text, benchmark, options)

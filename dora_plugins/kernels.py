@@ -4,11 +4,14 @@ With ``g = m / norm`` (out,), ``h = A x`` (tokens, r) and ``inner = W0 x + s B h
 gradient ``dL/dg_j = sum_t dL/dy_tj * inner_tj`` is the only thing that needs a (tokens, out) activation beyond
 LoRA's. Plain autograd keeps extra copies of it; these Functions keep at most one, and often none:
 
-- :class:`ScaledOutput`, no active dropout: ``y = g * (result - bias) + h (s g B)^T + bias`` with
-  ``result = W0 x + bias`` reused. It saves the OUTPUT ``y`` and recovers ``inner = (y - bias) / g`` in
-  backward. Layers whose output the model saves anyway (``v_proj`` for attention, ``up_proj`` for
+- :class:`ScaledOutput`, no active dropout (or dropout on the LoRA branch only):
+  ``y = g * (result - bias) + h (s g B)^T + bias`` with ``result = W0 x + bias`` reused. For a layer without
+  bias in fp32 or bf16 it saves the OUTPUT ``y`` and recovers ``inner = y / g`` in backward, exact to rounding
+  at any magnitude; layers whose output the model saves anyway (``v_proj`` for attention, ``up_proj`` for
   ``act(gate) * up``) then cost no activation memory beyond LoRA's, because autograd shares the storage.
-  When some ``g`` is exactly 0 the division is impossible, and ``inner`` itself is saved instead.
+  With a bias (``(y - bias) / g`` would cancel where ``g`` is small) or in fp16 (whose range is too short),
+  it saves ``inner`` itself. The choice depends only on the layer, never on values, so it compiles without
+  a graph break.
 - :class:`DropoutOutput`, the paper's dropout (``drop(x) = x * noise``):
   ``y = result + (g - 1) * W0 drop(x) + g * s * B A drop(x)``. It saves the layer input ``x`` (shared by every
   adapter on that input), the dropout mask as booleans, ``h`` and ``W0 drop(x)``; ``drop(x)`` is rebuilt in
@@ -22,33 +25,57 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Where a magnitude is exactly 0 the saved output is 0 and cannot give back ``inner``; g takes this value
+# instead (an output change of 5e-20 x inner), so the output stays invertible and the gradient exact.
+ZERO_G = 2.0**-64
+_KEEPS_OUTPUT = (torch.float32, torch.bfloat16, torch.float64)
 
-def scale_factors(lora_B, scaling: float, g, bias, dtype):
+
+def keeps_output(bias: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether :class:`ScaledOutput` saves the output ``y`` (else ``inner``): no bias, and a wide exponent range."""
+    return bias is None and dtype in _KEEPS_OUTPUT
+
+
+def scale_factors(
+    lora_B: torch.Tensor, scaling: float, g: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The constants of the no-dropout output in ``dtype``: ``g`` (out,), ``s g B`` (out, r), ``(1 - g) bias``."""
     scaled_B = (lora_B * (scaling * g).unsqueeze(1)).to(dtype)  # (out, r)
     bias_term = None if bias is None else (bias * (1 - g)).to(dtype)  # (out,)
     return g.to(dtype), scaled_B, bias_term
 
 
-def scaled_output(result, h, g, scaled_B, bias_term):
+def scaled_output(
+    result: torch.Tensor, h: torch.Tensor, g: torch.Tensor, scaled_B: torch.Tensor, bias_term: torch.Tensor | None
+) -> torch.Tensor:
     """``g * (result - bias) + h (s g B)^T + bias`` from :func:`scale_factors`, returned in ``result``'s dtype."""
     y = F.linear(h, scaled_B, bias_term)  # (..., out): h (s g B)^T + (1 - g) bias
     return y.addcmul_(result, g).to(result.dtype)
 
 
-def dropout_output(x_d, result, lora_A, lora_B, scaling: float, g, weight):
-    """``result + (g - 1) * W0 x_d + g * s * B A x_d`` and the saved parts ``h = A x_d``, ``W0 x_d``."""
-    dtype = x_d.dtype
+def dropout_output(
+    x_d: torch.Tensor,
+    result: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    scaling: float,
+    g: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``result + (g - 1) * W0 x_d + g * s * B A x_d`` and the saved parts ``h = A x_d``, ``W0 x_d``.
+
+    The sums run in the dtype of the two matrix products (autocast's, under autocast; else the input's).
+    """
     flat = x_d.reshape(-1, x_d.shape[-1])  # (tokens, in)
     h = flat @ lora_A.t()  # (tokens, r)
-    base_d = flat @ weight.to(dtype).t()  # (tokens, out)
-    gd = g.to(dtype)
-    y = torch.addcmul(result.reshape(base_d.shape).to(dtype), base_d, gd - 1)
+    base_d = flat @ weight.to(x_d.dtype).t()  # (tokens, out)
+    dtype = h.dtype
+    y = torch.addcmul(result.reshape(base_d.shape).to(dtype), base_d.to(dtype), (g - 1).to(dtype))
     y.addmm_(h, (lora_B * (scaling * g).unsqueeze(1)).to(dtype).t())
     return y.view(result.shape).to(result.dtype), h, base_d
 
 
-def _magnitude_grads(ctx, grad_g, g, norm):
+def _magnitude_grads(ctx, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor):
     """``dL/dm = dL/dg / norm`` and ``dL/dnorm = -dL/dg * g / norm`` where requested, else None."""
     grad_m = grad_g / norm if ctx.needs_input_grad[ctx.m_index] else None
     grad_norm = -grad_g * g / norm if ctx.needs_input_grad[ctx.m_index + 1] else None
@@ -56,30 +83,31 @@ def _magnitude_grads(ctx, grad_g, g, norm):
 
 
 class ScaledOutput(torch.autograd.Function):
-    """Output of a DoRA layer without dropout, given ``result = W0 x + bias`` and ``h = A x``."""
+    """Output of a DoRA layer without dropout on the base path, given ``result = W0 x + bias`` and ``h = A x``."""
 
     @staticmethod
     def forward(ctx, result, h, lora_B, magnitude, norm, scaling: float, bias):
         g = magnitude / norm  # (out,) fp32
+        ctx.keep_output = keeps_output(bias, result.dtype)
+        if ctx.keep_output:
+            g = torch.where(g == 0, ZERO_G, g)
         y = scaled_output(result, h, *scale_factors(lora_B, scaling, g, bias, h.dtype))
         ctx.scaling, ctx.m_index = scaling, 3
         ctx.need_g = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        ctx.keep_output = ctx.need_g and bool(g.all())
         if not ctx.need_g:
             saved = None
         elif ctx.keep_output:
             saved = y  # shared with whatever the model saves of y
-        else:  # (y - bias) / g is undefined where g == 0: keep inner = (result - bias) + s B h itself
+        else:  # inner = (result - bias) + s B h, exact where (y - bias) / g would not be
             base = (result if bias is None else result - bias).reshape(-1, result.shape[-1])  # (tokens, out)
             saved = torch.addmm(base.to(h.dtype), h.reshape(-1, h.shape[-1]), scaling * lora_B.t().to(h.dtype))
-        ctx.save_for_backward(h, lora_B, magnitude, norm, bias, saved)
+        ctx.save_for_backward(h, lora_B, g, norm, saved)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        h, lora_B, magnitude, norm, bias, saved = ctx.saved_tensors
+        h, lora_B, g, norm, saved = ctx.saved_tensors
         s = ctx.scaling
-        g = magnitude / norm  # (out,)
         dtype = h.dtype
         gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, out)
         gyc = gy.to(dtype)
@@ -91,8 +119,7 @@ class ScaledOutput(torch.autograd.Function):
             grad_B = ((gyc.t() @ h2) * (s * g).unsqueeze(1).to(dtype)).to(lora_B.dtype)  # (out, r)
         if ctx.need_g:
             if ctx.keep_output:
-                inner_g = saved.reshape(gy.shape) if bias is None else saved.reshape(gy.shape) - bias
-                grad_g = (gy * inner_g).sum(0, dtype=torch.float32) / g  # inner = (y - bias) / g
+                grad_g = (gy * saved.reshape(gy.shape)).sum(0, dtype=torch.float32) / g  # inner = y / g
             else:
                 grad_g = (gyc * saved).sum(0, dtype=torch.float32)
             grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
@@ -106,15 +133,15 @@ class DropoutOutput(torch.autograd.Function):
     def forward(ctx, x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling: float):
         g = magnitude / norm  # (out,)
         keep = noise.bool()  # (..., in): a quarter of noise's memory
-        ctx.kept_value = noise.amax()  # 1 / (1 - p) exactly as the dropout computed it
-        y, h, base_d = dropout_output(noise.mul_(x), result, lora_A, lora_B, scaling, g, weight)  # noise -> drop(x)
+        kept_value = noise.amax()  # 1 / (1 - p) exactly as the dropout computed it
+        y, h, base_d = dropout_output(noise * x, result, lora_A, lora_B, scaling, g, weight)
         ctx.scaling, ctx.m_index, ctx.x_shape = scaling, 5, x.shape
-        ctx.save_for_backward(x, keep, h, base_d, lora_A, lora_B, magnitude, norm, weight)
+        ctx.save_for_backward(x, keep, kept_value, h, base_d, lora_A, lora_B, magnitude, norm, weight)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, keep, h, base_d, lora_A, lora_B, magnitude, norm, weight = ctx.saved_tensors
+        x, keep, kept_value, h, base_d, lora_A, lora_B, magnitude, norm, weight = ctx.saved_tensors
         s = ctx.scaling
         g = magnitude / norm  # (out,)
         dtype = h.dtype
@@ -125,13 +152,13 @@ class DropoutOutput(torch.autograd.Function):
         grad_g = (gy * base_d).sum(0, dtype=torch.float32) + s * (lora_B * gy_h).sum(1, dtype=torch.float32)
         grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
         grad_h = gy @ (lora_B.to(dtype) * sg)  # (tokens, r)
-        noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(ctx.kept_value)  # (tokens, in)
+        noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(kept_value)  # (tokens, in)
         grad_A = grad_x = None
         if ctx.needs_input_grad[3]:
-            grad_A = (grad_h.t() @ (x.reshape(noise.shape) * noise)).to(lora_A.dtype)  # (r, in)
+            grad_A = (grad_h.t() @ (x.reshape(noise.shape).to(dtype) * noise)).to(lora_A.dtype)  # (r, in)
         if ctx.needs_input_grad[0]:
             grad_x = (gy * (g.to(dtype) - 1)) @ weight.to(dtype)  # (tokens, in)
             grad_x.addmm_(grad_h, lora_A.to(dtype)).mul_(noise)
-            grad_x = grad_x.view(ctx.x_shape)
+            grad_x = grad_x.view(ctx.x_shape).to(x.dtype)
         grad_result = grad_y if ctx.needs_input_grad[2] else None
         return grad_x, None, grad_result, grad_A, grad_B, grad_m, grad_norm, None, None

@@ -1,9 +1,13 @@
 """Our DoRA computation, wired into PEFT's LoRA layer.
 
 Every use of private or experimental PEFT API lives here: ``LoraVariant``, ``lora.Linear``'s
-``lora_variants`` table and ``_unmerged_base_weight``, and ``LoraConfig._register_custom_module``
-(done by :class:`dora_plugins.config.DoraConfig`). pyproject pins the PEFT range this was
-tested with.
+``lora_variants`` table and ``_unmerged_base_weight``, the bitsandbytes LoRA layers'
+``resolve_lora_variant``, ``gather_params_ctx``, PEFT's dequantization helpers, and
+``LoraConfig._register_custom_module`` (done by :class:`dora_plugins.config.DoraConfig` and by
+:func:`route_peft`). pyproject pins the PEFT range this was tested with.
+
+Quantized bases (bitsandbytes 4-bit and 8-bit, QDoRA) run the same computation on the dequantized
+weight, as PEFT's DoRA does; other quantized layers keep PEFT's own DoRA.
 
 Parameter names stay PEFT's (``lora_A``, ``lora_B``, ``lora_magnitude_vector.<adapter>.weight``),
 so checkpoints are interchangeable with ``LoraConfig(use_dora=True)``.
@@ -18,68 +22,45 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig
 from peft.tuners.lora import layer as lora_layer
+from peft.utils.integrations import dequantize_bnb_weight, gather_params_ctx
 from torch import nn
 
-from . import dora, kernels
+from . import dora, inference, kernels
+
+logger = logging.getLogger("dora_plugins")
+_announced: set[str] = set()  # adapter names whose layer was named in the log, once per process
 
 
-def _version_key(*tensors: torch.Tensor) -> tuple:
-    """Changes whenever any tensor is replaced or modified in place (optimizer step, load, merge)."""
-    return tuple((t.data_ptr(), t._version) for t in tensors)
+def base_weight(base: nn.Module) -> torch.Tensor:
+    """The base layer's weight as a float tensor: the weight itself, or its dequantized copy for bitsandbytes.
+
+    Not PEFT's ``dequantize_module_weight``: for 8-bit weights it reassigns ``weight.to(device)``, which on the
+    CPU resets the layer's quantization state, so that its next forward fails; and its type checks break a
+    ``torch.compile`` graph.
+    """
+    kind = type(base.weight).__name__
+    if kind == "Int8Params":
+        return dequantize_bnb_weight(base.weight, state=base.state)
+    if kind == "Params4bit":
+        return dequantize_bnb_weight(base.weight)
+    return base.weight
 
 
 class DoraMagnitude(nn.Module):
-    """The trainable magnitude ``m`` (out,) and the caches that make the norm cheap.
+    """The trainable magnitude ``m`` (out,), and how this adapter computes with it.
 
     Stored as ``lora_magnitude_vector[adapter].weight``, PEFT's name: TRL keeps parameters with
-    that name in fp32 for k-bit training.
+    that name in fp32 for k-bit training. It caches nothing (see :mod:`dora_plugins.inference`).
     """
 
-    def __init__(self, magnitude: torch.Tensor, detach_norm: bool):
+    def __init__(self, magnitude: torch.Tensor, detach_norm: bool = True, dropout_mode: str = "paper"):
         super().__init__()
         self.weight = nn.Parameter(magnitude, requires_grad=True)
         self.detach_norm = detach_norm
-        self._weight_sq: tuple[tuple, torch.Tensor] | None = None
-        self._norm: tuple[tuple, torch.Tensor] | None = None
-        self._factors: tuple[tuple, tuple] | None = None
-
-    def weight_sq(self, weight: torch.Tensor) -> torch.Tensor:
-        key = _version_key(weight)
-        if self._weight_sq is None or self._weight_sq[0] != key:
-            self._weight_sq = (key, dora.base_row_norm_sq(weight))
-        return self._weight_sq[1]
-
-    def norm(self, weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float):
-        """``||W0 + s*B@A||_row`` (out,) in fp32; cached in eval mode until a weight changes."""
-        # A norm that carries a graph cannot be reused across backward passes.
-        cacheable = not self.training and (self.detach_norm or not torch.is_grad_enabled())
-        key = (_version_key(weight, lora_A, lora_B), scaling)
-        if cacheable and self._norm is not None and self._norm[0] == key:
-            return self._norm[1]
-        weight_sq = self.weight_sq(weight)
-        if self.detach_norm:
-            with torch.no_grad():
-                norm = dora.weight_norm(weight, lora_A, lora_B, scaling, weight_sq)
-        else:
-            norm = dora.weight_norm(weight, lora_A, lora_B, scaling, weight_sq)
-        self._norm = (key, norm) if cacheable else None
-        return norm
-
-    def inference_factors(self, base: nn.Linear, lora_A, lora_B, scaling: float, dtype: torch.dtype) -> tuple:
-        """:func:`dora_plugins.kernels.scale_factors` for eval mode without grad, cached until a weight changes."""
-        tensors = (base.weight, lora_A, lora_B, self.weight) + (() if base.bias is None else (base.bias,))
-        key = (_version_key(*tensors), scaling, dtype)
-        if self._factors is None or self._factors[0] != key:
-            g = self.weight / self.norm(base.weight, lora_A, lora_B, scaling)  # (out,)
-            self._factors = (key, kernels.scale_factors(lora_B, scaling, g, base.bias, dtype))
-        return self._factors[1]
-
-    def train(self, mode: bool = True):
-        self._norm = self._factors = None
-        return super().train(mode)
+        self.dropout_mode = dropout_mode
 
     def extra_repr(self) -> str:
-        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}"
+        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}, dropout_mode={self.dropout_mode!r}"
 
 
 class DoraVariant(lora_layer.LoraVariant):
@@ -89,31 +70,41 @@ class DoraVariant(lora_layer.LoraVariant):
     def init(module: lora_layer.Linear, adapter_name: str, config=None, **kwargs) -> None:
         if "lora_magnitude_vector" not in module.adapter_layer_names:
             module.adapter_layer_names = module.adapter_layer_names[:] + ("lora_magnitude_vector",)
-        weight = module.get_base_layer().weight
-        lora_A = module.lora_A[adapter_name].weight
-        lora_B = module.lora_B[adapter_name].weight
-        weight_sq = dora.base_row_norm_sq(weight)
-        with torch.no_grad():
-            magnitude = dora.weight_norm(weight, lora_A, lora_B, module.scaling[adapter_name], weight_sq)
-        detach_norm = getattr(config, "detach_norm", True)
-        module.lora_magnitude_vector[adapter_name] = DoraMagnitude(magnitude.to(lora_A.dtype), detach_norm)
+        base = module.get_base_layer()
+        lora_A, lora_B, scaling = DoraVariant._factors(module, adapter_name)
+        if lora_A.is_meta or base.weight.is_meta:  # low_cpu_mem_usage: the values arrive with the state dict
+            magnitude = torch.empty(module.out_features, dtype=lora_A.dtype, device="meta")
+        else:
+            with gather_params_ctx(base.parameters()):  # DeepSpeed ZeRO-3 shards the base weight
+                weight = base_weight(base)
+                magnitude = dora.weight_norm(weight, lora_A, lora_B, scaling).to(lora_A.dtype)
+        module.lora_magnitude_vector[adapter_name] = DoraMagnitude(
+            magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper")
+        )
+        inference.install_generate_hook()
+        if adapter_name not in _announced:
+            _announced.add(adapter_name)
+            logger.info("DoRA adapter '%s' runs on dora-plugins' layer", adapter_name)
 
     @staticmethod
-    def _parts(module: lora_layer.Linear, adapter: str, weight: torch.Tensor):
-        lora_A = module.lora_A[adapter].weight
-        lora_B = module.lora_B[adapter].weight
-        scaling = module.scaling[adapter]
-        magnitude = module.lora_magnitude_vector[adapter]
-        norm = magnitude.norm(weight, lora_A, lora_B, scaling).detach()
-        return lora_A, lora_B, scaling, magnitude.weight, norm
+    def _factors(module: lora_layer.Linear, adapter: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        return module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter]
+
+    @staticmethod
+    def _norm(module: lora_layer.Linear, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+        return dora.weight_norm(base_weight(module.get_base_layer()), lora_A, lora_B, scaling)
 
     @staticmethod
     def merge_safe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         # The norm comes from the weight as forward sees it, without previously merged adapters.
-        with module._unmerged_base_weight(safe_merge=True) as base_weight:
-            lora_A, lora_B, scaling, magnitude, norm = DoraVariant._parts(module, active_adapter, base_weight)
+        with module._unmerged_base_weight(safe_merge=True) as unmerged:
+            norm = dora.weight_norm(unmerged, lora_A, lora_B, scaling)
         module._cache_store(f"{active_adapter}-weight_norm", norm)
-        return dora.merged_weight(module.get_base_layer().weight.data, lora_A, lora_B, scaling, magnitude, norm)
+        magnitude = module.lora_magnitude_vector[active_adapter].weight
+        # Merged from the weight as it is now: replaying earlier merges rebuilt it, not bit for bit in low precision.
+        weight = base_weight(module.get_base_layer()).detach()
+        return dora.merged_weight(weight, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
     def merge_unsafe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> None:
@@ -122,35 +113,40 @@ class DoraVariant(lora_layer.LoraVariant):
     @staticmethod
     def unmerge(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
         norm = module._cache_pop(f"{active_adapter}-weight_norm")
-        lora_A = module.lora_A[active_adapter].weight
-        lora_B = module.lora_B[active_adapter].weight
+        lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         magnitude = module.lora_magnitude_vector[active_adapter].weight
-        scaling = module.scaling[active_adapter]
         return dora.unmerged_weight(orig_weight.data, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
     def forward(module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs):
         base = module.get_base_layer()
-        lora_A = module.lora_A[active_adapter].weight
-        lora_B = module.lora_B[active_adapter].weight
-        scaling = module.scaling[active_adapter]
+        lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         magnitude = module.lora_magnitude_vector[active_adapter]
-        if not module.training and not torch.is_grad_enabled():  # inference: every factor is cached
-            factors = magnitude.inference_factors(base, lora_A, lora_B, scaling, lora_A.dtype)
+        if not module.training and not torch.is_grad_enabled():  # inference: g, s g B and (1 - g) bias
+            factors = inference.cached(
+                magnitude,
+                (scaling, lora_A.dtype),
+                lambda: kernels.scale_factors(
+                    lora_B, scaling, magnitude.weight / DoraVariant._norm(module, lora_A, lora_B, scaling),
+                    base.bias, lora_A.dtype,
+                ),
+            )  # fmt: skip
             return kernels.scaled_output(result, F.linear(x, lora_A), *factors)
         dropout = module.lora_dropout[active_adapter]
         active_dropout = None if isinstance(dropout, nn.Identity) or not module.training else dropout
+        weight = base_weight(base)
         return dora.dora_forward(
             x,
             result,
-            weight=base.weight,
+            weight=weight,
             bias=base.bias,
             lora_A=lora_A,
             lora_B=lora_B,
             scaling=scaling,
             magnitude=magnitude.weight,
-            norm=magnitude.norm(base.weight, lora_A, lora_B, scaling),
+            norm=dora.weight_norm(weight, lora_A, lora_B, scaling, detach=magnitude.detach_norm),
             dropout=active_dropout,
+            dropout_mode=magnitude.dropout_mode,
         )
 
 
@@ -162,10 +158,69 @@ class DoraLinear(lora_layer.Linear):
         return {**super().lora_variants, ("use_dora",): DoraVariant}
 
 
-CUSTOM_MODULES = {nn.Linear: DoraLinear}
+class _PlainLinearMeta(type):
+    def __instancecheck__(cls, layer) -> bool:
+        return isinstance(layer, nn.Linear) and type(layer.weight) in (nn.Parameter, torch.Tensor)
 
 
-logger = logging.getLogger("dora_plugins")
+class PlainLinear(metaclass=_PlainLinearMeta):
+    """Matches ``nn.Linear`` layers with ordinary weights in PEFT's ``isinstance`` dispatch, and nothing else.
+
+    Quantized layers (bitsandbytes' ``Linear4bit``/``Linear8bitLt``, torchao) subclass ``nn.Linear`` but keep
+    packed weights in a tensor subclass: bitsandbytes' get their own entries below, the others fall through to
+    PEFT's own dispatch and its DoRA variant.
+    """
+
+
+class _Bitsandbytes4bitMeta(type):
+    def __instancecheck__(cls, layer) -> bool:
+        return _is_bnb(layer, "Linear4bit")
+
+
+class _Bitsandbytes8bitMeta(type):
+    def __instancecheck__(cls, layer) -> bool:
+        return _is_bnb(layer, "Linear8bitLt")
+
+
+def _is_bnb(layer, name: str) -> bool:
+    """Whether ``layer`` is bitsandbytes' layer called ``name``, without importing bitsandbytes."""
+    return any(c.__name__ == name and c.__module__.startswith("bitsandbytes") for c in type(layer).__mro__)
+
+
+class Bitsandbytes4bit(metaclass=_Bitsandbytes4bitMeta):
+    """Matches bitsandbytes' ``Linear4bit`` in PEFT's dispatch (checked by name: bitsandbytes stays unimported)."""
+
+
+class Bitsandbytes8bit(metaclass=_Bitsandbytes8bitMeta):
+    """Matches bitsandbytes' ``Linear8bitLt`` in PEFT's dispatch."""
+
+
+@functools.cache
+def _with_our_variant(peft_cls: type) -> type:
+    """A subclass of PEFT's bitsandbytes LoRA layer whose DoRA variant is ours."""
+
+    def resolve_lora_variant(self, *, config, **kwargs):
+        variant = peft_cls.resolve_lora_variant(self, config=config, **kwargs)
+        return DoraVariant() if type(variant).__name__ == "DoraLinearVariant" else variant
+
+    return type(f"Dora{peft_cls.__name__}", (peft_cls,), {"resolve_lora_variant": resolve_lora_variant})
+
+
+def dora_linear_4bit(target, adapter_name: str, **kwargs):
+    """PEFT's 4-bit LoRA layer (QDoRA) with our variant; imports bitsandbytes only when a 4-bit layer exists."""
+    from peft.tuners.lora import bnb as lora_bnb
+
+    return _with_our_variant(lora_bnb.Linear4bit)(target, adapter_name, **kwargs)
+
+
+def dora_linear_8bit(target, adapter_name: str, **kwargs):
+    """PEFT's 8-bit LoRA layer with our variant."""
+    from peft.tuners.lora import bnb as lora_bnb
+
+    return _with_our_variant(lora_bnb.Linear8bitLt)(target, adapter_name, **kwargs)
+
+
+CUSTOM_MODULES = {PlainLinear: DoraLinear, Bitsandbytes4bit: dora_linear_4bit, Bitsandbytes8bit: dora_linear_8bit}
 _routing = {"enabled": False}
 
 
@@ -178,7 +233,7 @@ def route_peft(enable: bool = True) -> None:
     if not getattr(LoraConfig.__post_init__, "_dora_plugins_routed", False):
         LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)
     if enable and not _routing["enabled"]:
-        logger.info("dora-plugins: LoraConfig(use_dora=True) now uses dora-plugins' DoRA layer")
+        logger.info("LoraConfig(use_dora=True) runs dora-plugins' DoRA layer (DORA_PLUGINS_ROUTE=0: PEFT's own)")
     _routing["enabled"] = enable
 
 

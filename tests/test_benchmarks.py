@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import (
@@ -20,6 +20,7 @@ from dora_plugins.benchmarks import (
 )
 from dora_plugins.hookspecs import hookimpl
 
+DEMO_DATA = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per benchmark, shipped with the package
 WITH_HF_FILE = ["boolq", "piqa", "social_i_qa", "winogrande", "ARC-Easy", "ARC-Challenge", "openbookqa"]
 HELLASWAG_ROW = {
     "activity_label": "Roof shingle removal",
@@ -35,6 +36,7 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@requires_shared_data
 @pytest.mark.parametrize("name", WITH_HF_FILE)
 def test_from_hf_reproduces_every_llm_adapters_item_in_order(name):
     rows = _jsonl(SHARED_DATA / "hf" / f"{name}.jsonl")
@@ -77,8 +79,9 @@ def _hellaswag_row_from_instruction(instruction: str, answer: str) -> dict:
     return {"activity_label": activity_label, "ctx": ctx, "endings": list(endings), "label": str(int(answer[-1]) - 1)}
 
 
+@requires_shared_data
 def test_hellaswag_rule_rebuilds_the_real_instructions():
-    rows = [row for path in sorted(SHARED_DATA.glob("generations/*hellaswag*.jsonl")) for row in _jsonl(path)]
+    rows = [row for path in shared_files("generations/*hellaswag*.jsonl") for row in _jsonl(path)]
     assert len(rows) == 3792 + 983
     assert sum("[header]" in row["instruction"] for row in rows) > 100  # raw ctx, tags kept
     for row in rows:
@@ -102,6 +105,18 @@ def test_builtin_benchmarks_are_registered_through_the_hook():
         "allenai/winogrande",
         "winogrande_xl",
     )
+
+
+def test_each_benchmark_names_its_lm_eval_tasks_and_its_column_of_the_paper():
+    names = {b.name: (b.task, b.mc_task, b.title) for b in BENCHMARKS}
+    assert names["social_i_qa"] == ("dora_siqa", "dora_siqa_mc", "SIQA")
+    assert names["ARC-Easy"] == ("dora_arc_easy", "dora_arc_easy_mc", "ARC-e")
+    assert len({task for task, _, _ in names.values()}) == len({title for _, _, title in names.values()}) == 8
+
+
+def test_a_benchmark_without_task_or_title_has_none_and_is_titled_by_its_name():
+    quiz = Benchmark("quiz", "A plugin benchmark", ("yes", "no"), "me/quiz", None, "test", dict)
+    assert (quiz.task, quiz.mc_task, quiz.title) == ("", "", "quiz")
 
 
 class _QuizPlugin:
@@ -169,6 +184,16 @@ def test_from_hf_rejects_an_answer_key_outside_the_choices():
         from_hf("ARC-Challenge", row)
 
 
+def test_hellaswag_rule_rebuilds_the_bundled_real_instructions():
+    # The 40 HellaSwag items that ship with the package were logged by the paper's evaluation script.
+    items = load_llm_adapters(DEMO_DATA, "hellaswag")
+    assert len(items) == 40
+    for item in items:
+        row = _hellaswag_row_from_instruction(item["instruction"], item["answer"])
+        assert from_hf("hellaswag", row)["instruction"] == item["instruction"]
+
+
+@requires_shared_data
 def test_load_llm_adapters_reads_the_real_file_with_options():
     items = load_llm_adapters(SHARED_DATA / "llm_adapters", "social_i_qa")
     assert len(items) == 1954

@@ -23,11 +23,16 @@ def test_paper_defaults():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"r": 0}, "r must be a positive number, got 0"),
-        ({"r": -4}, "r must be a positive number, got -4"),
-        ({"lora_alpha": 0}, "lora_alpha must be a positive number"),
-        ({"lora_alpha": -1.5}, "lora_alpha must be a positive number"),
-        ({"lora_dropout": 1.0}, r"lora_dropout must be in \[0, 1\)"),
+        ({"r": 0}, "r must be a positive integer, got 0"),
+        ({"r": -4}, "r must be a positive integer, got -4"),
+        ({"r": float("inf")}, "r must be a positive integer, got inf"),
+        ({"lora_alpha": 0}, "lora_alpha must be a positive finite number"),
+        ({"lora_alpha": -1.5}, "lora_alpha must be a positive finite number"),
+        ({"lora_alpha": float("nan")}, "lora_alpha must be a positive finite number, got nan"),
+        ({"lora_alpha": float("inf")}, "lora_alpha must be a positive finite number, got inf"),
+        ({"lora_dropout": 1.0}, r"lora_dropout must be a number in \[0, 1\)"),
+        ({"lora_dropout": float("nan")}, r"lora_dropout must be a number in \[0, 1\), got nan"),
+        ({"dropout_mode": "lora"}, "dropout_mode must be one of paper, lora_branch; got 'lora'"),
         ({"use_dora": False}, "DoraConfig requires use_dora=True"),
     ],
 )
@@ -46,6 +51,30 @@ def test_round_trip_keeps_detach_norm(tmp_path):
     loaded = DoraConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, DoraConfig)
     assert (loaded.r, loaded.detach_norm) == (8, False)
+
+
+def test_round_trip_keeps_the_dropout_mode_and_writes_defaults_not_at_all(tmp_path):
+    import json
+
+    DoraConfig(dropout_mode="lora_branch").save_pretrained(tmp_path / "branch")
+    assert DoraConfig.from_pretrained(tmp_path / "branch").dropout_mode == "lora_branch"
+    DoraConfig().save_pretrained(tmp_path / "paper")
+    saved = json.loads((tmp_path / "paper" / "adapter_config.json").read_text())
+    assert "dropout_mode" not in saved and "detach_norm" not in saved  # stock PEFT would warn about them
+
+
+def test_keys_missing_from_a_saved_config_take_stock_peft_defaults_not_the_papers(tmp_path):
+    """A file means what stock PEFT reads in it: without lora_alpha, the scaling is LoraConfig's 8 / r."""
+    import json
+
+    LoraConfig(r=32, use_dora=True, target_modules=["q_proj"]).save_pretrained(tmp_path)
+    path = tmp_path / "adapter_config.json"
+    saved = json.loads(path.read_text())
+    for key in ("lora_alpha", "lora_dropout", "task_type"):
+        saved.pop(key)
+    path.write_text(json.dumps(saved))
+    ours, stock = DoraConfig.from_pretrained(tmp_path), LoraConfig.from_pretrained(tmp_path)
+    assert (ours.r, ours.lora_alpha, ours.lora_dropout, ours.task_type) == (32, stock.lora_alpha, 0.0, None)
 
 
 def test_non_dora_config_is_not_read_as_dora(tmp_path):

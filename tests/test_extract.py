@@ -1,23 +1,36 @@
-"""Answer extractors: the paper's ``original`` on every real row; ``improved`` rule by rule and on real rows."""
+"""Answer extractors: the paper's ``original`` bit for bit; ``improved`` rule by rule, against a hand-labelled set
+of real outputs, over every real row, and against the answers of its previous version (the drift report)."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import subprocess
+import sys
 import time
 from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager, plugins
-from dora_plugins.benchmarks import get_benchmark, load_llm_adapters, options_from_instruction
-from dora_plugins.extract import extract_answer, improved, original
+from dora_plugins.benchmarks import BENCHMARKS, get_benchmark, load_llm_adapters, options_from_instruction
+from dora_plugins.extract import RULES, Explanation, explain_answer, extract_answer, improved, original
 from dora_plugins.hookspecs import hookimpl
 
-GENERATIONS = sorted((SHARED_DATA / "generations").glob("*.jsonl"))
 ARC_OPTIONS = ["density decreases", "years become longer", "days become shorter", "gravity becomes stronger"]
+LABELLED = [json.loads(line) for line in (REPO / "tests/data/extract_labels.jsonl").read_text("utf-8").splitlines()]
+CLEAR = [row for row in LABELLED if not row["ambiguous"]]
+# What changes against improved of commit 3d2e637 over the 62,391 real rows (tools/extract_drift.py; README).
+DRIFT = {
+    "now read: option text": 19,  # the answer stated as an option's text in a sentence, before an echo
+    "now read: label": 2,  # "TrueAnswerFormat:true/false": a label glued to an echo written without a space
+    "now read: explicit statement": 1,  # "3 is the correct answer"
+    "now refused: echo": 1,  # "Answer11 Answer12 ... Answer18 Answer1": a run cut off mid-token
+}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -35,15 +48,31 @@ def _row_options(row: dict) -> list[str]:
     return options[row["index"]] if options else options_from_instruction(row["instruction"])
 
 
+# ---- real rows --------------------------------------------------------------------------------------------------
+
+
+@requires_shared_data
 def test_generation_files_are_all_there():
-    assert len(GENERATIONS) == 37
-    assert sum(len(_rows(path)) for path in GENERATIONS) == 62391
+    files = shared_files("generations/*.jsonl")
+    assert len(files) == 37
+    assert sum(len(_rows(path)) for path in files) == 62391
 
 
-@pytest.mark.parametrize("path", GENERATIONS, ids=lambda p: p.stem)
-def test_original_extractor_matches_paper_on_real_rows(path):
-    for row in _rows(path):
-        assert original(row["output_pred"], row["benchmark"]) == row["pred"], row
+@requires_shared_data
+def test_original_extractor_matches_paper_on_real_rows():
+    checked = 0
+    for path in shared_files("generations/*.jsonl"):  # fails on an empty glob, never passes vacuously
+        for row in _rows(path):
+            assert original(row["output_pred"], row["benchmark"]) == row["pred"], (path.name, row)
+            checked += 1
+    assert checked == 62391
+
+
+def test_original_extractor_matches_paper_on_the_committed_rows():
+    """The same check without the corpus: the 514 labelled rows keep the paper's stored prediction."""
+    assert len(LABELLED) == 514
+    for row in LABELLED:
+        assert original(row["output_pred"], row["benchmark"]) == row["pred"], row["id"]
 
 
 def _stated_answer(row: dict, in_range: tuple[str, ...], all_labels: tuple[str, ...]) -> str | None:
@@ -54,9 +83,10 @@ def _stated_answer(row: dict, in_range: tuple[str, ...], all_labels: tuple[str, 
     return stated.pop() if len(stated) == 1 and named == stated else None
 
 
+@requires_shared_data
 def test_improved_reads_every_explicit_answer_in_real_rows():
     checked = 0
-    for path in GENERATIONS:
+    for path in shared_files("generations/*.jsonl"):
         for row in _rows(path):
             labels = get_benchmark(row["benchmark"]).labels
             options = _row_options(row)
@@ -68,8 +98,9 @@ def test_improved_reads_every_explicit_answer_in_real_rows():
     assert checked > 50_000
 
 
+@requires_shared_data
 def test_improved_refuses_the_format_echoes_that_original_credits():
-    path = SHARED_DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl"
+    [path] = shared_files("generations/Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl")
     echo = (
         "asz123456789\n\nAnswer format: ending1/ending2/ending3/ending4\n                \n                ### Response"
     )
@@ -77,6 +108,60 @@ def test_improved_refuses_the_format_echoes_that_original_credits():
     assert len(rows) == 564
     assert {original(row["output_pred"], "hellaswag") for row in rows} == {"ending1"}
     assert {improved(row["output_pred"], "hellaswag", _row_options(row)) for row in rows} == {""}
+
+
+@requires_shared_data
+@pytest.mark.slow
+def test_drift_against_the_previous_improved_is_only_the_documented_kinds():
+    """Every answer that changed since commit 3d2e637 is of a kind the README explains; stated labels never change."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, str(REPO / "tools/extract_drift.py"), "--data", str(SHARED_DATA), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows"] == 62391
+    assert report["contract_changed"] == 0
+    assert report["kinds"] == DRIFT
+    for change in report["rows_changed"]:  # each change reads what the row says: spot-check the kinds
+        if change["kind"] == "now refused: echo":
+            assert re.search(r"Answer1\d Answer1\d", change["output_pred"])
+
+
+# ---- the hand-labelled set (tests/data/README.md) ---------------------------------------------------------------
+
+
+def test_the_labelled_set_spreads_over_files_and_benchmarks():
+    assert len({row["id"].rsplit(":", 1)[0] for row in LABELLED}) == 14
+    assert {row["benchmark"] for row in LABELLED} == {benchmark.name for benchmark in BENCHMARKS}
+    assert all(row["why"] and isinstance(row["ambiguous"], bool) for row in LABELLED)
+    assert len(CLEAR) >= 400
+
+
+def test_improved_agrees_with_the_hand_labels():
+    said = [improved(row["output_pred"], row["benchmark"], row["options"]) for row in CLEAR]
+    wrong = [(row["id"], row["label"], got) for row, got in zip(CLEAR, said, strict=True) if got != row["label"]]
+    false_reads = [w for w in wrong if w[2]]  # a label where the reader saw none, or another label
+    assert 1 - len(wrong) / len(CLEAR) >= 0.98, wrong
+    assert len(false_reads) <= 0.005 * len(CLEAR), false_reads
+
+
+def test_original_agrees_less_with_the_hand_labels_because_it_credits_echoes():
+    said = [original(row["output_pred"], row["benchmark"]) for row in CLEAR]
+    agreement = sum(got == row["label"] for row, got in zip(CLEAR, said, strict=True)) / len(CLEAR)
+    assert agreement < 0.85  # 0.78: the paper's regex reads the format line's first label as an answer
+
+
+def test_no_extractor_raises_on_any_labelled_row():
+    for row in LABELLED:
+        for options in (row["options"], None, [None, *row["options"][1:]]):
+            explained = explain_answer(row["output_pred"], row["benchmark"], options)
+            assert explained.rule in RULES and explained.label == improved(
+                row["output_pred"], row["benchmark"], options
+            )
+            assert original(row["output_pred"], row["benchmark"], options) in (
+                "",
+                *get_benchmark(row["benchmark"]).labels,
+            )
 
 
 # ---- the paper's extractor, by hand ---------------------------------------------------------------------------
@@ -279,16 +364,243 @@ def test_improved_reads_after_the_last_response_marker_and_skips_negations():
     assert improved("Surely not the option1. option2", "winogrande") == "option2"
 
 
+# ---- improved: answers stated in words ----------------------------------------------------------------------
+
+LAYERS = ["the mesosphere", "the stratosphere", "the troposphere", "the thermosphere"]
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options", "expected"),
+    [
+        # the option's text completing the question, then a cut-off echo of the format line
+        (
+            "ARC-Easy",
+            "The layer of the atmosphere we live in is the troposphere. Answer format: answer1/answer2/",
+            LAYERS,
+            "answer3",
+        ),
+        (
+            "ARC-Easy",
+            "ircumstance: The layer we live in is the troposphere. Answer2 Answer3 Answer4",
+            LAYERS,
+            "answer3",
+        ),
+        ("ARC-Easy", "ircumstance: the troposphere Answer1/answer2/answer3/answer4", LAYERS, "answer3"),
+        ("ARC-Easy", "The troposphere is the answer.", LAYERS, "answer3"),
+        (
+            "openbookqa",
+            "Most plants begin their life cycle as seeds.",
+            ["leaves", "flowers", "roots", "seeds"],
+            "answer4",
+        ),
+        ("piqa", "You should use a bobby pin.", ["Use a bobby pin.", "Use a hammer."], "solution1"),
+        (
+            "hellaswag",
+            "the woman starts pulling up roofing",
+            ["rips", "holds a cube", "is using wrap", "starts pulling up roofing"],
+            "ending4",
+        ),
+    ],
+)
+def test_improved_reads_an_option_stated_in_a_sentence(bench, text, options, expected):
+    assert improved(text, bench, options) == expected
+    assert explain_answer(text, bench, options).rule == "option text"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("Which layer do we live in, the troposphere?", "a question"),
+        ("[header] How the troposphere forms [title] Look up. [step] Clouds form there.", "a how-to heading"),
+        ("[header] Layers [title] Visit the troposphere. [step] Breathe.", "a how-to step"),
+        ("1: the mesosphere Answer2: the stratosphere Answer3: the troposphere", "a recited option list"),
+        ("1: the troposphere Answer2: the mesosphere", "a recited list, texts under the wrong numbers"),
+        ("ircumstances: the mesosphere Answer2/the stratosphere Answer", "the list after a glued fragment"),
+        ("We do not live in the troposphere", "a negated text"),
+        ("the troposphere or the mesosphere", "two options offered"),
+        ("The troposphere lies below the stratosphere.", "two options stated"),
+    ],
+)
+def test_improved_refuses_option_texts_that_are_no_answer(text, why):
+    assert improved(text, "ARC-Easy", LAYERS) == "", why
+
+
+def test_improved_reads_past_a_negated_option():
+    assert improved("not the troposphere, the stratosphere", "ARC-Easy", LAYERS) == "answer2"
+    assert improved("We live not in the mesosphere but in the troposphere", "ARC-Easy", LAYERS) == "answer3"
+
+
+def test_improved_takes_the_longest_of_options_that_contain_each_other():
+    options = ["grass", "cut grass", "tall grass trees", "rocks"]
+    assert improved("The cow eats cut grass.", "openbookqa", options) == "answer2"
+    assert improved("The cow eats grass.", "openbookqa", options) == "answer1"
+    assert improved("It hides in tall grass trees", "openbookqa", options) == "answer3"
+    assert improved("grassland", "openbookqa", options) == ""  # whole words only
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("quick", "answer2"),  # alone
+        ("A predator must be quick.", "answer2"),  # ends the sentence
+        ("quick is the answer", "answer2"),
+        ("Quick, because rabbits run fast", "answer2"),  # opens the response
+        ("A quick look at the big picture", ""),  # one word inside a sentence is an accident
+        ("It is big and small", ""),
+    ],
+)
+def test_improved_reads_one_word_options_only_where_they_state_the_answer(text, expected):
+    assert improved(text, "openbookqa", ["big", "quick", "slow", "small"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("no answer", ""), ("I do not know", ""), ("No.", "answer2"), ("Yes, it was.", "answer1"), ("maybe so", "")],
+)
+def test_improved_reads_yes_and_no_options_only_where_they_answer(text, expected):
+    assert improved(text, "openbookqa", ["yes", "no", "maybe it was", "all of these"]) == expected
+
+
+def test_yes_is_no_boolq_label():
+    assert improved("Yes", "boolq", ["true", "false"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options", "expected"),
+    [
+        ("ARC-Easy", "the correct answer is answer2: the troposphere", LAYERS, ""),  # label 2, option 3's text
+        ("ARC-Easy", "Answer2: the troposphere", LAYERS, ""),
+        ("ARC-Easy", "the correct answer is answer3: the troposphere", LAYERS, "answer3"),
+        ("ARC-Easy", "the correct answer is answer3 (the troposphere)", LAYERS, "answer3"),
+        ("winogrande", "Option 1: Sarah", ["Sarah", "Maria"], "option1"),
+        ("winogrande", "Option 1: Maria", ["Sarah", "Maria"], ""),
+    ],
+)
+def test_improved_refuses_a_label_whose_text_is_another_option(bench, text, options, expected):
+    assert improved(text, bench, options) == expected
+
+
+# ---- improved: numbers, glued labels, cut-off runs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "expected"),
+    [
+        ("social_i_qa", "3 is the correct answer", "answer3"),
+        ("ARC-Easy", "2 is correct", "answer2"),
+        ("ARC-Easy", "The correct answer is 2.", "answer2"),
+        ("piqa", "Answer: 1", "solution1"),
+        ("hellaswag", "the correct ending is number 4", "ending4"),
+        ("winogrande", "the answer is 2", "option2"),
+        ("openbookqa", "the answer is 5", ""),  # out of range
+        ("ARC-Easy", "the correct answer is not 2", ""),
+        ("ARC-Easy", "the answer is 2 or answer3", ""),
+        ("ARC-Easy", "2:00 p.m. is most likely the correct time", ""),
+        ("ARC-Easy", "the answer is 2016-10-25", ""),
+        ("ARC-Easy", "the answer is 2.5 grams", ""),
+        ("ARC-Easy", "3 answers to the question", ""),
+        ("boolq", "1 is the correct answer", ""),  # BoolQ's labels are words
+        ("ARC-Easy", "1", ""),  # a bare number is no statement
+    ],
+)
+def test_improved_reads_numbers_stated_as_the_answer(bench, text, expected):
+    assert improved(text, bench) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FalseAnswer format:true/false Answer format:true/false", "false"),
+        ("TrueAnswerFormat:true/false\n\nAnswer format:true/false", "true"),
+        ("TrueAnswer format: true/", "true"),
+        ("true/false\n\nAnswer format: true/", ""),
+        ("Answer format: format:true/false", ""),
+    ],
+)
+def test_improved_reads_a_label_glued_to_an_echo(text, expected):
+    assert improved(text, "boolq") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ircumvented the system Answer11 Answer12 Answer13 Answer14 Answer15 Answer16 Answer17 Answer18 Answer1", ""),
+        ("Answer2 Answer3 Answer4", ""),
+        ("the skull Answer1 Answer2 Answer3 Answer4\n ### Response", ""),
+        ("answer1 answer1", "answer1"),  # the same label twice is one answer
+    ],
+)
+def test_improved_never_reads_a_label_from_a_run_of_labels(text, expected):
+    assert improved(text, "ARC-Easy", ARC_OPTIONS) == expected
+
+
+@pytest.mark.parametrize("options", [[None, "x"], [1, 2], [None, None, None], ["", "x"], [["a"], {"b": 1}]])
+def test_options_that_are_not_texts_never_raise(options):
+    assert extract_answer("x", "ARC-Easy", options=options) in ("", "answer2")
+    assert extract_answer("the correct answer is answer2", "ARC-Easy", options=options) == "answer2"
+    assert explain_answer("x", "ARC-Easy", options).rule in RULES
+
+
+# ---- explain_answer --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options", "label", "rule", "evidence"),
+    [
+        (
+            "ARC-Easy",
+            "I think the correct answer is Answer3.",
+            None,
+            "answer3",
+            "explicit statement",
+            "the correct answer is Answer3.",
+        ),
+        ("ARC-Easy", "3 is the correct answer", None, "answer3", "explicit statement", "3 is the correct answer"),
+        ("ARC-Easy", "ANSWER2", None, "answer2", "label", "ANSWER2"),
+        (
+            "ARC-Easy",
+            "We live in the troposphere. Answer format: answer1/",
+            LAYERS,
+            "answer3",
+            "option text",
+            "We live in the troposphere. Answer format: answer1",
+        ),
+        ("ARC-Easy", "answer1 or answer2", None, "", "contradiction", ""),
+        ("ARC-Easy", "the troposphere or the mesosphere", LAYERS, "", "contradiction", ""),
+        ("hellaswag", "asz123\n\nAnswer format: ending1/ending2/ending3/ending4", None, "", "echo", ""),
+        ("ARC-Easy", "1: the mesosphere Answer2: the stratosphere", LAYERS, "", "echo", ""),
+        ("openbookqa", "the correct answer is answer5", None, "", "out of range", ""),
+        ("ARC-Easy", "answer1 " * 70, None, "", "garbage", ""),
+        ("ARC-Easy", "ÂÂÂÂÂÂ", None, "", "no answer", ""),
+    ],
+)
+def test_explain_answer_names_the_rule_and_the_words(bench, text, options, label, rule, evidence):
+    explained = explain_answer(text, bench, options)
+    assert (explained.label, explained.rule, explained.evidence) == (label, rule, evidence)
+    assert improved(text, bench, options) == label
+
+
+def test_explain_answer_lists_what_it_set_aside():
+    explained = explain_answer("not answer1. Answer5? the correct answer is answer2\nAnswer format: a/b", "openbookqa")
+    assert explained.label == "answer2"
+    assert explained.ignored == ("echo of the format line", "negated: answer1", "out of range: Answer5")
+    assert explain_answer("answer1/answer2", "ARC-Easy").ignored == ("echo: answer1", "echo: answer2")
+
+
 ADVERSARIAL = {
     "spaces after a cue": "the correct answer is" + " " * 1_000_000,
     "dense labels": "answer1 " * 125_000,
     "slash list": "answer1/" * 125_000,
     "option list": "Answer1: " * 111_111,
     "cues": "the correct answer is " * 45_454,
+    "numbers after cues": "the answer is 3 " * 62_500,
+    "numbers stated": "3 is the correct " * 58_823,
     "digits": "answer" + "9" * 1_000_000,
     "bools": "true " * 200_000,
     "junk": "Â " * 500_000,
     "words": "a b " * 250_000,
+    "option texts": "days become shorter. " * 47_619,
+    "questions": "why? " * 200_000,
     "late answer": "x" * 1_000_000 + " the correct answer is answer2",
 }
 
@@ -297,10 +609,50 @@ ADVERSARIAL = {
 def test_improved_is_linear_on_a_megabyte_of_adversarial_text(name):
     text = ADVERSARIAL[name]
     for bench, options in [("ARC-Easy", ARC_OPTIONS), ("boolq", None)]:
-        start = time.perf_counter()
-        improved(text, bench, options)
-        assert time.perf_counter() - start < 0.2, (name, bench)
+        best = min(_seconds(improved, text, bench, options) for _ in range(3))  # best of 3: a busy machine
+        assert best < 0.2, (name, bench, best)
     assert improved(ADVERSARIAL["late answer"], "ARC-Easy") == "answer2"
+
+
+def _seconds(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def test_improved_never_raises_on_random_text():
+    """Fuzz: random strings of label-like tokens, option words, digits, cue words and punctuation."""
+    pieces = [
+        "answer",
+        "Answer",
+        "1",
+        "2",
+        "5",
+        "12",
+        ":",
+        "/",
+        " ",
+        "\n",
+        "the correct answer is",
+        "not",
+        "or",
+        "days become shorter",
+        "?",
+        ".",
+        "[title]",
+        "Answer format:",
+        "ending",
+        "true",
+        "is the answer",
+        "Â",
+    ]
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40)))
+        for bench, options in [("ARC-Easy", ARC_OPTIONS), ("boolq", None), ("hellaswag", None)]:
+            explained = explain_answer(text, bench, options)
+            assert explained.label in ("", *get_benchmark(bench).labels) and explained.rule in RULES
+            assert original(text, bench) in ("", *get_benchmark(bench).labels)
 
 
 # ---- dispatch and plugins -------------------------------------------------------------------------------------
@@ -356,6 +708,9 @@ def test_plugin_benchmarks_work_with_both_extractors():
         improved("yes", "quiz")
 
 
+LAYERS_README = ["the mesosphere", "the stratosphere", "the troposphere", "the thermosphere"]
+
+
 def test_readme_extractor_examples():
     echo = "asz123456789\n\nAnswer format: ending1/ending2/ending3/ending4"
     assert extract_answer("ANSWER3", "ARC-Easy") == "answer3"
@@ -363,6 +718,10 @@ def test_readme_extractor_examples():
     assert extract_answer("the correct answer is Maria", "winogrande", options=["Sarah", "Maria"]) == "option2"
     assert extract_answer(echo, "hellaswag") == ""
     assert extract_answer(echo, "hellaswag", method="original") == "ending1"
+    explained = explain_answer("We live in the troposphere. Answer format: answer1/", "ARC-Easy", options=LAYERS_README)
+    assert explained == Explanation(
+        "answer3", "option text", "We live in the troposphere. Answer format: answer1", ("echo of the format line",)
+    )
 
 
 def test_improved_treats_a_flood_of_labels_as_garbage():

@@ -15,17 +15,22 @@ import subprocess
 
 import pytest
 import torch
+from conftest import REPO
 from peft import get_peft_model
-from test_lm_eval_tasks import TASKS, make_data_dir
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dora_plugins import DoraConfig
-from dora_plugins.cli.rescore import score_file
+from dora_plugins.benchmarks import BENCHMARKS
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
+from dora_plugins.rescore import score_file
 
 ANSWER = "\n\nThe correct answer is Solution2"  # improved reads solution2 on piqa; original (case-sensitive) nothing
+pytestmark = pytest.mark.slow  # each run of the lm_eval command takes a minute or more
+
+DATA_DIR = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per benchmark, shipped with the package
+TASKS = {b.task: b.name for b in BENCHMARKS}
 PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
 
@@ -71,7 +76,7 @@ def build_chain_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    data_dir = make_data_dir(root / "dataset")
+    data_dir = DATA_DIR
     corpus = [eval_prompt(item["instruction"]) for b in TASKS.values() for item in read(data_dir, b)[:2]]
     tokenizer = build_tokenizer(corpus + [ANSWER] * 50)
     model = build_chain_model(tokenizer)
@@ -157,3 +162,23 @@ def test_lm_eval_loads_a_dora_adapter_saved_by_dora_config(setup):
     assert results["config"]["model_args"]["peft"] == str(root / "adapter")
     # A fresh DoRA adapter is the identity: the same answers as the base model.
     check_run(results, samples, data_dir, {**PAPER_GEN_KWARGS, "num_beams": 1})
+
+
+def test_lm_eval_shows_a_data_error_of_our_tasks_as_one_message(setup, tmp_path):
+    root, _ = setup
+    (tmp_path / "boolq").mkdir()
+    (tmp_path / "boolq" / "test.json").write_text("[]")
+    cmd = [
+        "lm_eval", "--model", "hf", "--model_args", f"pretrained={root / 'model'}", "--tasks", "dora_boolq_mc",
+        "--device", "cpu", "--metadata", json.dumps({"data_dir": str(tmp_path)}),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DORA_DEBUG": ""}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message, hint = result.stderr.splitlines()[-2:]
+    assert message == (
+        f"lm_eval: error: {tmp_path}/boolq/test.json holds no items (an empty list): lm-eval needs at least one. "
+        "Pass a data_dir whose boolq/test.json has LLM-Adapters' items."
+    )
+    assert hint == "(dora-plugins task; set DORA_DEBUG=1 to see the traceback)"

@@ -1,5 +1,5 @@
 """A fresh venv: `pip install .` and `pip install -e .` install the startup hook, lm_eval lists our tasks,
-and `pip uninstall` removes the hook.
+`pip uninstall` removes the hook, and a moved editable checkout leaves Python silent.
 
 The venv is created without pip and without the system site-packages; a path line adds the system
 site-packages (torch, lm_eval, pip, setuptools) at the END of sys.path. A path line does not run the
@@ -19,14 +19,20 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from dora_plugins.benchmarks import BENCHMARKS
+
+pytestmark = pytest.mark.slow  # each test builds a venv and installs the project into it
+
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "dora_plugins", "lm_eval_tasks", "trl_integration")
-HOOK_FILES = {
-    "dora_plugins_lm_eval.pth": "import lm_eval_tasks.startup; lm_eval_tasks.startup.install()\n",
-    "dora_plugins_lm_eval.start": "lm_eval_tasks.startup:install\n",
+HOOK_FILES = {  # the lm-eval hook and the routing hook, each a .pth and a PEP 829 .start file
+    name: (REPO / package / name).read_text()
+    for package, stem in (("lm_eval_tasks", "dora_plugins_lm_eval"), ("dora_plugins", "dora_plugins_route"))
+    for name in (f"{stem}.pth", f"{stem}.start")
 }
-NAMES = ["dora_commonsense", "dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande",
-         "dora_arc_easy", "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+NAMES = ["dora_commonsense", "dora_commonsense_mc", *(b.task for b in BENCHMARKS), *(b.mc_task for b in BENCHMARKS)]
+# Without PYTHONPATH: the venv must see only what was installed into it.
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+ENV.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +102,17 @@ def test_editable_install_finds_the_tasks_in_the_source_tree(project, tmp_path):
     assert names == str(sorted(NAMES))
     pip(python, "uninstall", "-y", "dora-plugins")
     assert_hook_files(site, present=False)
+
+
+def test_moved_editable_checkout_leaves_every_python_start_silent(project, tmp_path):
+    python, site = make_venv(tmp_path / "venv")
+    pip(python, "install", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed", "-e", project)
+    moved = project.rename(project.with_name("moved"))
+    try:
+        started = subprocess.run([python, "-c", "pass"], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+        assert (started.returncode, started.stdout, started.stderr) == (0, "", "")  # the hook's .pth is still there
+        assert (site / "dora_plugins_lm_eval.pth").is_file()
+        code = "from lm_eval.tasks import TaskManager; print(TaskManager(include_defaults=False).all_groups)"
+        assert run([python, "-c", code], cwd=tmp_path).strip() == "[]"  # lm-eval runs, without our tasks
+    finally:
+        moved.rename(project)

@@ -1,4 +1,8 @@
-"""The dora_* lm-eval tasks: indexed, the paper's prompt and generation settings, data, filters, group."""
+"""The dora_* and dora_*_mc lm-eval tasks: indexed, the paper's prompt and generation settings, data, filters, groups.
+
+The tasks read the 40 real items per benchmark that ship with the package (``dora_plugins/demo_data/eval``,
+an LLM-Adapters ``data_dir``); the checks over every item of the real corpora need ``../shared/data``.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +12,20 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
 from lm_eval.tasks import TaskManager
 
-from dora_plugins.benchmarks import DataError, load_llm_adapters
+from dora_plugins.benchmarks import BENCHMARKS, DataError, load_llm_adapters
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
 from lm_eval_tasks import discovery, utils
 
+DEMO_DATA = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per benchmark (ODC-By, see its README)
 LLM_ADAPTERS = SHARED_DATA / "llm_adapters"
-HELLASWAG_FIXTURE = REPO / "tests" / "lm_eval_data"  # hand-made items in LLM-Adapters' format
-TASKS = {
-    "dora_boolq": "boolq",
-    "dora_piqa": "piqa",
-    "dora_siqa": "social_i_qa",
-    "dora_hellaswag": "hellaswag",
-    "dora_winogrande": "winogrande",
-    "dora_arc_easy": "ARC-Easy",
-    "dora_arc_challenge": "ARC-Challenge",
-    "dora_openbookqa": "openbookqa",
-}
-SHARED_BENCHMARKS = [b for b in TASKS.values() if b != "hellaswag"]
-
-
-def make_data_dir(path):
-    """An LLM-Adapters dataset/ folder: the 7 shared benchmarks, and HellaSwag from our small fixture."""
-    path.mkdir(parents=True, exist_ok=True)
-    for benchmark in SHARED_BENCHMARKS:
-        (path / benchmark).symlink_to(LLM_ADAPTERS / benchmark, target_is_directory=True)
-    (path / "hellaswag").symlink_to(HELLASWAG_FIXTURE / "hellaswag", target_is_directory=True)
-    return path
+TASKS = {b.task: b.name for b in BENCHMARKS}  # dora_siqa -> social_i_qa
+MC_TASKS = {b.mc_task: b.name for b in BENCHMARKS}  # dora_siqa_mc -> social_i_qa
+WITH_SHARED_FILES = [b.name for b in BENCHMARKS if b.name != "hellaswag"]  # ../shared/data has no HellaSwag file
+PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
 
 def read_items(data_dir, benchmark: str) -> list[dict]:
@@ -45,57 +33,118 @@ def read_items(data_dir, benchmark: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_data_dir(tmp_path_factory.mktemp("lm_eval") / "dataset")
-
-
-@pytest.fixture(scope="module")
-def task_manager(data_dir):
-    """Our folder only (lm-eval's own tasks are not needed here), reading the data from data_dir."""
-    return TaskManager(include_defaults=False, include_path=discovery.TASK_DIR, metadata={"data_dir": str(data_dir)})
-
-
-def test_every_task_and_the_group_are_indexed(task_manager):
-    # lm-eval skips a YAML it cannot parse without a word: all nine names must be there.
-    assert task_manager.all_groups == ["dora_commonsense"]
-    assert sorted(task_manager.all_subtasks) == sorted(TASKS)
-    for name in [*TASKS, "dora_commonsense"]:
-        assert os.path.dirname(task_manager.task_index[name].yaml_path) == discovery.TASK_DIR
+def task_manager():
+    """Our folder only (lm-eval's own tasks are not needed here), reading the bundled items."""
+    return TaskManager(include_defaults=False, include_path=discovery.TASK_DIR, metadata={"data_dir": str(DEMO_DATA)})
 
 
 @pytest.fixture(scope="module")
 def loaded(task_manager):
-    return task_manager.load(["dora_commonsense"])
+    return task_manager.load(["dora_commonsense", "dora_commonsense_mc"])
 
 
-def test_group_is_the_plain_mean_of_the_eight_tasks_for_both_filters(loaded):
-    group = loaded["groups"]["dora_commonsense"]
-    assert group.child_names == list(TASKS)
+def test_benchmarks_name_the_eight_tasks_and_columns_of_the_paper():
+    assert list(TASKS) == ["dora_boolq", "dora_piqa", "dora_siqa", "dora_hellaswag", "dora_winogrande",
+                           "dora_arc_easy", "dora_arc_challenge", "dora_openbookqa"]  # fmt: skip
+    assert [b.title for b in BENCHMARKS] == ["BoolQ", "PIQA", "SIQA", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c",
+                                             "OBQA"]  # fmt: skip
+    assert list(MC_TASKS) == [f"{task}_mc" for task in TASKS]
+
+
+def test_every_task_and_both_groups_are_indexed(task_manager):
+    # lm-eval skips a YAML it cannot parse without a word: all eighteen names must be there.
+    assert sorted(task_manager.all_groups) == ["dora_commonsense", "dora_commonsense_mc"]
+    assert sorted(task_manager.all_subtasks) == sorted([*TASKS, *MC_TASKS])
+    for name in [*TASKS, *MC_TASKS, "dora_commonsense", "dora_commonsense_mc"]:
+        assert os.path.dirname(task_manager.task_index[name].yaml_path) == discovery.TASK_DIR
+
+
+def test_each_task_reads_the_benchmark_that_names_it(loaded):
+    for tasks in (TASKS, MC_TASKS):
+        for task_name, benchmark in tasks.items():
+            assert loaded["tasks"][task_name].config.dataset_kwargs == {"benchmark": benchmark}
+
+
+@pytest.mark.parametrize(("group_name", "tasks", "metrics"), [
+    ("dora_commonsense", TASKS, ["acc,improved", "acc,original"]),
+    ("dora_commonsense_mc", MC_TASKS, ["acc,none", "acc_norm,none"]),
+])  # fmt: skip
+def test_group_is_the_plain_mean_of_the_eight_tasks(loaded, group_name, tasks, metrics):
+    group = loaded["groups"][group_name]
+    assert group.child_names == list(tasks)
     # The paper's "Avg." is the mean of the eight accuracies, whatever the size of each test set.
     sizes = [3270, 1838, 1954, 10042, 1267, 2376, 1172, 500]
-    improved = [0.70, 0.80, 0.75, 0.60, 0.65, 0.80, 0.65, 0.70]
-    original = [0.72, 0.81, 0.76, 0.66, 0.66, 0.81, 0.66, 0.71]
-    metrics = {
-        task: {"acc,improved": i, "acc,original": o, "sample_len": n}
-        for task, i, o, n in zip(TASKS, improved, original, sizes, strict=True)
+    first = [0.70, 0.80, 0.75, 0.60, 0.65, 0.80, 0.65, 0.70]
+    second = [0.72, 0.81, 0.76, 0.66, 0.66, 0.81, 0.66, 0.71]
+    results = {
+        task: {metrics[0]: a, metrics[1]: b, "sample_len": n}
+        for task, a, b, n in zip(tasks, first, second, sizes, strict=True)
     }
-    aggregated = group.aggregate(metrics)
-    assert aggregated["acc,improved"] == pytest.approx(sum(improved) / 8)
-    assert aggregated["acc,original"] == pytest.approx(sum(original) / 8)
+    aggregated = group.aggregate(results)
+    assert aggregated[metrics[0]] == pytest.approx(sum(first) / 8)
+    assert aggregated[metrics[1]] == pytest.approx(sum(second) / 8)
 
 
 @pytest.mark.parametrize("task_name", sorted(TASKS))
-def test_task_sends_the_paper_prompt_with_the_paper_generation_settings(loaded, data_dir, task_name):
+def test_task_sends_the_paper_prompt_with_the_paper_generation_settings(loaded, task_name):
     task = loaded["tasks"][task_name]
     assert task.OUTPUT_TYPE == "generate_until"
     # Beam search 4, no sampling, 32 new tokens, and no stop string: lm-eval adds only EOS.
-    assert task.config.generation_kwargs == {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
+    assert task.config.generation_kwargs == PAPER_GEN_KWARGS
     assert [f.name for f in task._filters] == ["improved", "original"]
-    docs, items = list(task.test_docs()), read_items(data_dir, TASKS[task_name])
+    docs, items = list(task.test_docs()), read_items(DEMO_DATA, TASKS[task_name])
+    assert len(docs) == len(items) == 40
     assert [d["instruction"] for d in docs] == [i["instruction"] for i in items]
     assert [d["answer"] for d in docs] == [i["answer"] for i in items]
     assert task.doc_to_text(docs[0]) == eval_prompt(items[0]["instruction"])
     assert task.doc_to_target(docs[0]) == items[0]["answer"]
+
+
+@pytest.mark.parametrize("task_name", sorted(MC_TASKS))
+def test_mc_task_scores_the_trained_answer_of_each_label_after_the_paper_prompt(loaded, task_name):
+    task = loaded["tasks"][task_name]
+    assert task.OUTPUT_TYPE == "multiple_choice"
+    assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]
+    items = read_items(DEMO_DATA, MC_TASKS[task_name])
+    docs = list(task.test_docs())
+    assert [d["instruction"] for d in docs] == [i["instruction"] for i in items]
+    for doc, item in zip(docs, items, strict=True):
+        requests = task.construct_requests(doc, task.doc_to_text(doc))
+        pairs = [request.arguments for request in requests]  # (context, continuation) per choice
+        assert len(pairs) == len(doc["options"])
+        assert {context for context, _ in pairs} == {eval_prompt(item["instruction"])}
+        context, gold = pairs[task.doc_to_target(doc)]
+        # The gold continuation is LLM-Adapters' own "output" of the item, right after the 16-space indent.
+        assert context + gold == eval_prompt(item["instruction"]) + item["output"]
+
+
+def test_mc_choices_follow_the_number_of_options_of_each_item():
+    doc = {"benchmark": "ARC-Easy", "instruction": "q", "answer": "answer3", "options": ["a", "b", "c"]}
+    assert utils.doc_to_choice(doc) == [f"the correct answer is answer{i}" for i in (1, 2, 3)]
+    assert utils.doc_to_target_index(doc) == 2
+    five = {**doc, "answer": "answer5", "options": list("abcde")}
+    assert utils.doc_to_choice(five)[-1] == "the correct answer is answer5" and utils.doc_to_target_index(five) == 4
+    boolq = {"benchmark": "boolq", "instruction": "q", "answer": "false", "options": ["true", "false"]}
+    assert utils.doc_to_choice(boolq) == ["the correct answer is true", "the correct answer is false"]
+    assert utils.doc_to_target_index(boolq) == 1
+
+
+@pytest.mark.parametrize("doc", [
+    {"benchmark": "ARC-Easy", "instruction": "Pick one", "answer": "answer4", "options": ["a", "b", "c"]},
+    {"benchmark": "ARC-Easy", "instruction": "No list", "answer": "answer1", "options": []},
+])  # fmt: skip
+def test_mc_item_whose_answer_is_not_among_its_options_names_the_item(doc):
+    with pytest.raises(DataError, match=rf"ARC-Easy: the item '{doc['instruction']}' lists {len(doc['options'])} "):
+        utils.doc_to_choice(doc)
+
+
+@requires_shared_data
+@pytest.mark.parametrize("name", WITH_SHARED_FILES)
+def test_mc_gold_continuation_is_the_llm_adapters_output_of_every_item(name):
+    for i, item in enumerate(load_llm_adapters(LLM_ADAPTERS, name)):
+        doc = {"benchmark": name, **item}
+        assert utils.doc_to_choice(doc)[utils.doc_to_target_index(doc)] == item["output"], f"{name} item {i}"
+        assert len(utils.doc_to_choice(doc)) == len(item["options"])
 
 
 def test_eval_prompt_is_byte_for_byte_the_papers():
@@ -107,7 +156,8 @@ def test_eval_prompt_is_byte_for_byte_the_papers():
     )
 
 
-@pytest.mark.parametrize("name", SHARED_BENCHMARKS)
+@requires_shared_data
+@pytest.mark.parametrize("name", WITH_SHARED_FILES)
 def test_hf_rows_give_the_same_docs_as_the_llm_adapters_file(name):
     # The default data path (canonical HF rows -> from_hf) and data_dir must give the same docs, in order.
     hf_rows = [json.loads(line) for line in (SHARED_DATA / "hf" / f"{name}.jsonl").read_text().splitlines()]
@@ -121,9 +171,9 @@ def test_hf_rows_give_the_same_docs_as_the_llm_adapters_file(name):
 
 def test_load_docs_ignores_the_other_metadata_lm_eval_passes():
     # lm-eval passes the whole task metadata (version, model args, ...) next to data_dir.
-    docs = utils.load_docs("hellaswag", data_dir=str(HELLASWAG_FIXTURE), version=1.0, pretrained="m", peft="a")
-    assert docs["test"]["answer"] == ["ending1", "ending2", "ending3"]
-    assert docs["test"][1]["options"][1] == "Use a wide-tooth comb so the hair does not break."
+    docs = utils.load_docs("hellaswag", data_dir=str(DEMO_DATA), version=1.0, pretrained="m", peft="a")
+    assert docs["test"]["answer"][:3] == ["ending4", "ending4", "ending3"]
+    assert docs["test"][1]["options"][1] == "pulls the barbell forward."
 
 
 def test_missing_data_folder_and_file_are_named(tmp_path):
@@ -136,6 +186,13 @@ def test_missing_data_folder_and_file_are_named(tmp_path):
     assert "piqa" in str(err.value)  # and it says which benchmarks the folder does have
 
 
+def test_empty_test_file_is_named_instead_of_an_index_error(tmp_path):
+    (tmp_path / "boolq").mkdir()
+    (tmp_path / "boolq" / "test.json").write_text("[]")
+    with pytest.raises(DataError, match=rf"^{tmp_path}/boolq/test\.json holds no items \(an empty list\)"):
+        utils.load_docs("boolq", data_dir=str(tmp_path))
+
+
 def test_record_without_a_field_names_the_file_and_the_field(tmp_path):
     (tmp_path / "boolq").mkdir()
     (tmp_path / "boolq" / "test.json").write_text(json.dumps([{"instruction": "q", "input": "", "output": "o"}]))
@@ -143,23 +200,39 @@ def test_record_without_a_field_names_the_file_and_the_field(tmp_path):
         utils.load_docs("boolq", data_dir=str(tmp_path))
 
 
-def test_unreachable_hugging_face_dataset_says_to_use_data_dir():
-    code = "from lm_eval_tasks import utils; utils.load_docs('boolq')"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode != 0
+def run_load_docs(code: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DORA_DEBUG": "", **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_unreachable_hugging_face_dataset_prints_one_message_that_says_to_use_data_dir():
+    result = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq')")
+    assert result.returncode == 1
     source = "aps/super_glue (boolq, validation)"
-    assert f"DataError: boolq: could not load the Hugging Face dataset {source}" in result.stderr
-    assert "data_dir" in result.stderr
+    first, hint = result.stderr.splitlines()  # the message and the hint, no traceback
+    assert first.startswith(f"lm_eval: error: boolq: could not load the Hugging Face dataset {source}: ")
+    assert first.endswith('--metadata \'{"data_dir": "/path/to/dataset"}\'')
+    assert hint == "(dora-plugins task; set DORA_DEBUG=1 to see the traceback)"
+    debug = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq')", DORA_DEBUG="1")
+    assert "Traceback" in debug.stderr and f"DataError: boolq: could not load the Hugging Face dataset {source}" in (
+        debug.stderr
+    )
 
 
+def test_other_errors_keep_their_traceback():
+    result = run_load_docs("from lm_eval_tasks import utils; utils.load_docs('boolq', data_dir=1)")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("TypeError")
+
+
+@requires_shared_data
 @pytest.mark.parametrize("method", ["improved", "original"])
 def test_filter_applies_the_extractor_with_each_docs_benchmark_and_options(method):
     from lm_eval_tasks.filters import ExtractAnswer
 
-    rows = [json.loads(line) for f in sorted((SHARED_DATA / "generations").glob("*final*.jsonl"))
+    rows = [json.loads(line) for f in shared_files("generations/*final*.jsonl")
             for line in f.read_text().splitlines()[:40]]  # fmt: skip
-    items = {b: load_llm_adapters(LLM_ADAPTERS, b) for b in SHARED_BENCHMARKS}
+    items = {b: load_llm_adapters(LLM_ADAPTERS, b) for b in WITH_SHARED_FILES}
     docs = [{"benchmark": r["benchmark"], "options": items[r["benchmark"]][r["index"]]["options"]} for r in rows]
     resps = [[r["output_pred"]] for r in rows]
     filtered = ExtractAnswer(method=method).apply(resps, docs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import SHARED_DATA
+from conftest import REPO
 
 from dora_plugins.prompts import EVAL_TEMPLATE, TRAIN_TEMPLATE, eval_prompt, train_text
 
@@ -55,7 +55,8 @@ def test_braces_in_instructions_are_kept_verbatim():
 
 
 def test_prompts_wrap_real_instructions_unchanged():
-    item = json.loads((SHARED_DATA / "llm_adapters" / "boolq" / "test.json").read_text())[0]
+    # a real LLM-Adapters item, from the sample that ships with the package
+    item = json.loads((REPO / "dora_plugins" / "demo_data" / "eval" / "boolq" / "test.json").read_text())[0]
     prompt = eval_prompt(item["instruction"])
     assert (
         prompt.split("### Instruction:\n" + " " * 16)[1].split("\n\n" + " " * 16 + "### Response:")[0]

@@ -5,10 +5,18 @@ Imports are lazy, so that ``dora --help`` does not pay for importing trl.
 
 from importlib import import_module
 
-__all__ = ["DoraDynamicsCallback", "DoraSFTTrainer", "build_peft_config", "load_records", "sft_datasets"]
+__all__ = [
+    "DoraDynamicsCallback",
+    "DoraSFTConfig",
+    "DoraSFTTrainer",
+    "build_peft_config",
+    "load_records",
+    "sft_datasets",
+]
 
 _LAZY = {
     "DoraDynamicsCallback": "trl_integration.callbacks",
+    "DoraSFTConfig": "trl_integration.sft_config",
     "DoraSFTTrainer": "trl_integration.trainer",
     "build_peft_config": "trl_integration.peft_config",
     "load_records": "trl_integration.data",

@@ -1,4 +1,8 @@
-"""``DoraArguments``: the options ``dora sft`` adds to TRL's (``ScriptArguments``, ``SFTConfig``, ``ModelConfig``)."""
+"""``DoraArguments``: the options ``dora sft`` adds to TRL's (``ScriptArguments``, ``SFTConfig``, ``ModelConfig``).
+
+The training options that Python users need too (``global_batch_size``, ``max_per_device_train_batch_size``,
+``precision``) live in :class:`~trl_integration.sft_config.DoraSFTConfig`.
+"""
 
 from __future__ import annotations
 
@@ -40,5 +44,13 @@ class DoraArguments:
         metadata={
             "help": "Replace an existing non-empty merged_output_dir; its old contents stay until the new model is "
             "complete."
+        },
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Print the plan (world size, batches, steps, warmup, eval and save points, trainable parameters, "
+            "dtypes, a GPU memory estimate) from the model's config and the dataset, then exit: nothing is loaded "
+            "or written. Honours WORLD_SIZE (e.g. WORLD_SIZE=8 dora sft ... --dry_run)."
         },
     )

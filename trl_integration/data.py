@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dora_plugins.benchmarks import read_records
 from dora_plugins.errors import DataError, MissingFileError
 from dora_plugins.prompts import train_text
+from dora_plugins.records import read_records
 
 REQUIRED_FIELDS = ("instruction", "output")
 IGNORE_INDEX = -100  # the label that PyTorch's cross-entropy (and transformers) skip
@@ -43,14 +43,22 @@ def _read_file(path: Path) -> list[dict]:
 
 
 def _read_hub(name: str, config: str | None, split: str) -> list[dict]:
+    """``datasets.load_dataset(name)`` with its failures (not found, no network, offline) as one short message."""
     from datasets import load_dataset
 
     try:
         return load_dataset(name, name=config, split=split).to_list()
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ConnectionError and FileNotFoundError are OSErrors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        offline = (
+            " Without network access (or with HF_HUB_OFFLINE=1) a hub dataset must already be in the local cache."
+            if isinstance(exc, ConnectionError)
+            else ""
+        )
         raise MissingFileError(
-            f"Could not load dataset '{name}' (config {config}, split {split}): {exc} Pass an LLM-Adapters JSON "
-            "file (a list of records with 'instruction', 'input' and 'output') or a hub dataset id with those columns."
+            f"Could not load dataset '{name}' (config {config}, split {split}): {reason}.{offline} Pass an "
+            "LLM-Adapters JSON file (a list of records with 'instruction', 'input' and 'output') or a hub dataset "
+            "id with those columns."
         ) from exc
 
 
@@ -69,6 +77,15 @@ def check_records(records: list, source: str) -> None:
             )
         if not isinstance(record.get("input", ""), str):
             raise DataError(f"Dataset {source}, record {index}: 'input' must be a string.")
+
+
+def check_val_set_size(val_set_size: int, count: int) -> None:
+    """Raise a ``DataError`` unless ``val_set_size`` leaves at least one of ``count`` records for training."""
+    if not 0 <= val_set_size < count:
+        raise DataError(
+            f"val_set_size={val_set_size} must be in [0, {count}) for a dataset of {count} records; "
+            "use 0 to train on everything."
+        )
 
 
 def tokenize_record(record: dict, tokenizer, cutoff_len: int = 256, train_on_inputs: bool = True) -> dict:
@@ -102,11 +119,7 @@ def sft_datasets(
     """(train, eval or None) ``datasets.Dataset`` objects of tokenized records; ``val_set_size`` held out."""
     from datasets import Dataset
 
-    if val_set_size < 0 or val_set_size >= len(records):
-        raise DataError(
-            f"val_set_size={val_set_size} must be in [0, {len(records)}) for a dataset of {len(records)} records; "
-            "use 0 to train on everything."
-        )
+    check_val_set_size(val_set_size, len(records))
     dataset = Dataset.from_list([tokenize_record(r, tokenizer, cutoff_len, train_on_inputs) for r in records])
     if not val_set_size:
         return dataset, None

@@ -1,8 +1,8 @@
 """A ``dora sft`` run: checks everything, then trains with :class:`DoraSFTTrainer` and saves.
 
-Every check (outputs, model, preset, dataset file and records, resume checkpoint, target modules,
-evaluation split) runs in :func:`prepare`, before the first training step; the cheap ones run before
-anything heavy loads.
+Every check (outputs, model, preset, dataset file and records, resume checkpoint, evaluation split) runs
+in :func:`check_run` before anything heavy loads (``dora sft --dry_run`` runs the same checks); the target
+modules are checked once the model is there, before the first training step.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from dora_plugins.outputs import check_output
 
 from .arguments import DoraArguments
 from .callbacks import DoraDynamicsCallback
-from .data import load_records, sft_datasets
+from .data import check_val_set_size, load_records, sft_datasets
 from .peft_config import build_peft_config, check_target_modules
 from .trainer import DoraSFTTrainer
 
 
-def prepare(script_args, training_args, model_args, dora_args: DoraArguments) -> DoraSFTTrainer:
-    """The trainer of a run (TRL's argument dataclasses plus ours), after every check has passed."""
-    from transformers import AutoTokenizer
-
+def check_run(script_args, training_args, model_args, dora_args: DoraArguments):
+    """Every check that needs no model weights, cheapest first; returns the PEFT config and the records."""
     peft_config = build_peft_config(dora_args.preset, model_args, dora_args.detach_norm)
     if not script_args.dataset_name:
         raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
@@ -38,6 +36,15 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
     check_model_source(model_args.model_name_or_path)
     training_args.resume_from_checkpoint = resume_checkpoint(training_args)
     records = load_records(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    check_val_set_size(dora_args.val_set_size, len(records))
+    return peft_config, records
+
+
+def prepare(script_args, training_args, model_args, dora_args: DoraArguments) -> DoraSFTTrainer:
+    """The trainer of a run (TRL's argument dataclasses plus ours), after every check has passed."""
+    from transformers import AutoTokenizer
+
+    peft_config, records = check_run(script_args, training_args, model_args, dora_args)
     remote = training_args.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=remote
@@ -46,7 +53,7 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
     train_set, eval_set = sft_datasets(
         records, tokenizer, cutoff, dora_args.train_on_inputs, dora_args.val_set_size, seed=42
     )
-    model = load_model(model_args, trust_remote_code=remote)
+    model = load_model(model_args, model_args.dtype or training_args.base_dtype(), trust_remote_code=remote)
     check_target_modules(model, peft_config)
     trainer = DoraSFTTrainer(
         model=model,
@@ -100,8 +107,8 @@ def resume_checkpoint(training_args) -> str | bool | None:
     return resume
 
 
-def load_model(model_args, trust_remote_code: bool = False):
-    """The base model as TRL's ``sft`` script loads it (dtype, attention, quantization from ``ModelConfig``)."""
+def load_model(model_args, dtype: str, trust_remote_code: bool = False):
+    """The base model as TRL's ``sft`` script loads it (attention, quantization from ``ModelConfig``), in ``dtype``."""
     from trl import get_quantization_config
 
     from dora_plugins.models import load_causal_lm
@@ -109,7 +116,7 @@ def load_model(model_args, trust_remote_code: bool = False):
     quantization_config = get_quantization_config(model_args)
     return load_causal_lm(
         model_args.model_name_or_path,
-        model_args.dtype,
+        dtype,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,
         attn_implementation=model_args.attn_implementation,
@@ -118,10 +125,12 @@ def load_model(model_args, trust_remote_code: bool = False):
     )
 
 
-def _kbit_device_map():
+def _kbit_device_map() -> dict | None:
+    """Each process's quantized model on its own GPU; on a machine without one, bitsandbytes runs on the CPU."""
+    import torch
     from accelerate import PartialState
 
-    return {"": PartialState().local_process_index}
+    return {"": PartialState().local_process_index} if torch.cuda.is_available() else None
 
 
 def run(trainer: DoraSFTTrainer, model_args, dora_args: DoraArguments) -> None:

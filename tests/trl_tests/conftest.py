@@ -1,4 +1,8 @@
-"""Fixtures for the TRL tests: a tiny LLaMA saved with a tokenizer trained locally (nothing is downloaded)."""
+"""Fixtures for the TRL tests: a tiny LLaMA saved with a tokenizer trained locally (nothing is downloaded).
+
+Records come from ``tests/data`` (a sample of the real LLM-Adapters BoolQ training file, see its README),
+so these tests need nothing beside the repository.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BOOLQ_TRAIN = REPO.parent / "shared" / "data" / "llm_adapters" / "boolq" / "train.json"
+BOOLQ_SAMPLE = REPO / "tests" / "data" / "llm_adapters" / "boolq_train_200.json"
 
 
 @pytest.fixture(scope="session")
 def boolq_records() -> list[dict]:
     """The first 200 records of the real LLM-Adapters BoolQ training file (copy before changing one)."""
-    return json.loads(BOOLQ_TRAIN.read_text())[:200]
+    return json.loads(BOOLQ_SAMPLE.read_text())
 
 
 def make_tokenizer(texts: list[str], vocab_size: int = 400):

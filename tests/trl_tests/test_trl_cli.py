@@ -19,7 +19,7 @@ from trl_integration.cli import recipe_names
 
 RECIPE = "llama_7b_dora"  # the paper's LLaMA-7B DoRA row, shrunk below to a tiny model and a few steps
 TINY_RUN = [
-    "--per_device_train_batch_size", "8",
+    "--global_batch_size", "8",
     "--learning_rate", "5e-3",
     "--warmup_steps", "0",
     "--val_set_size", "8",
@@ -55,7 +55,7 @@ STOCK_PEFT_LOAD = textwrap.dedent(
     from transformers import AutoModelForCausalLM
     base, adapter, merged = sys.argv[1:4]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
-    assert "dora_plugins" not in sys.modules and "trl_integration" not in sys.modules
+    assert "dora_plugins.peft_layer" not in sys.modules and "trl_integration" not in sys.modules  # stock layers
     assert any("lora_magnitude_vector" in name for name, _ in model.named_parameters())
     ids = torch.arange(3, 40)[None]
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_dora_sft_runs_under_accelerate_launch_ddp_on_cpu(tmp_path, tiny_model_d
     proc = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4 and state["train_batch_size"] == 8
+    assert state["global_step"] == 4 and state["train_batch_size"] == 4  # global batch 8 = 4 per process x 2
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (out / "checkpoint-4").iterdir()}  # 2 ranks
     assert _load_with_stock_peft(tiny_model_dir, out)["adapter_vs_base"] > 1e-3
 
@@ -225,7 +225,7 @@ def test_recipes_carry_the_paper_hyper_parameters():
                 2 * rank,
                 rate,
             )
-            assert recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] == 16
+            assert recipe["global_batch_size"] == 16 and "per_device_train_batch_size" not in recipe
             assert (recipe["num_train_epochs"], recipe["warmup_steps"], recipe["val_set_size"]) == (3, 100, 120)
             assert (recipe["max_length"], recipe["lr_scheduler_type"], recipe["optim"]) == (
                 256,
@@ -256,3 +256,39 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     (wheel,) = tmp_path.glob("dora_plugins-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("trl_integration/recipes/")}
     assert shipped == {f"trl_integration/recipes/{name}.yaml" for name in recipe_names()}
+
+
+def test_help_starts_with_our_options_the_recipes_and_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dora_main(["sft", "--help"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = "\n".join(lines[:30])
+    print(head)
+    assert lines[0].startswith("usage: dora sft --config RECIPE|FILE.yaml")
+    assert all(name in head for name in recipe_names()) and "Example" in head
+    assert "--config RECIPE|FILE.yaml" in head and "--preset" in head and "--global_batch_size" in head
+    ours = lines.index("dora sft options (also recipe YAML keys):")
+    trl = lines.index("TRL's options (as in 'trl sft'; also YAML keys):")
+    assert ours < 20 < trl
+    flag = {name: next(i for i, line in enumerate(lines) if line.lstrip().startswith(name)) for name in (
+        "--dry_run", "--max_per_device_train_batch_size", "--precision", "--learning_rate", "--lora_r",
+    )}  # fmt: skip
+    assert max(flag["--dry_run"], flag["--precision"], flag["--max_per_device_train_batch_size"]) < trl
+    assert trl < min(flag["--learning_rate"], flag["--lora_r"])
+
+
+def test_hub_dataset_offline_fails_at_once_in_one_line_before_the_model_loads(tmp_path):
+    """The model folder holds a config.json only: loading its tokenizer or weights would fail differently."""
+    model = tmp_path / "config-only"
+    model.mkdir()
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(model)
+    args = ["--config", RECIPE, "--model_name_or_path", str(model), "--dataset_name", "nobody/commonsense_170k"]
+    proc = subprocess.run(
+        [DORA, "sft", *args, "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, env=_env(),
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]  # above it: only the log line that bf16 is off on a CPU
+    assert error.startswith("dora sft: error: Could not load dataset 'nobody/commonsense_170k'")
+    assert "local cache" in error and proc.stderr.count("dora sft: error:") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import requires_shared_data, shared_files
 
 from trl_integration.data import IGNORE_INDEX, load_records, sft_datasets, tokenize_record
 
@@ -129,3 +130,9 @@ def test_dataset_folder_loads_through_datasets_like_a_hub_id(tmp_path, boolq_rec
     (folder / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     with pytest.raises(ValueError, match=r"my_dataset, record 0 lacks the text field\(s\) \['instruction', 'output'\]"):
         load_records(str(folder))
+
+
+@requires_shared_data
+def test_shipped_sample_is_the_start_of_the_real_boolq_training_file(boolq_records):
+    (full,) = shared_files("llm_adapters/boolq/train.json")
+    assert boolq_records == json.loads(full.read_text())[:200]

@@ -1,0 +1,134 @@
+"""Options stated in words: which option's text a model response gives as its answer, for the ``improved`` extractor.
+
+Models often answer with an option's text instead of its label, usually completing the question
+(``The layer of the atmosphere we live in is the troposphere.``) and often followed by a cut-off echo
+of the prompt's format line. An option counts as stated where its whole text occurs (words, any case,
+punctuation ignored) and none of these says otherwise:
+
+- it lies inside a longer option's text that also occurs there (``grass`` inside ``cut grass``);
+- it lies in a question (a sentence that ends with ``?`` or opens with how/what/which/...), as when a
+  model copies the question, or in a line of a made-up how-to article (``[title] Choose a hypothesis.``);
+- the response recites the option list (``1: <text> Answer2: <text>``), or the text follows a label
+  (``Answer2 <text>``): that is the list, not an answer;
+- it follows ``not`` (``not the troposphere``, ``do not live in the troposphere``);
+- the option is a single word (``big``, ``no``, ``cell``) and does not end a sentence, open the response,
+  or precede ``is the answer``: one word inside a longer sentence is too often an accident (``no answer``).
+
+Only short responses are read this way (``TEXT_LIMIT``), so the cost stays linear in the text's length.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TEXT_LIMIT = 2000  # characters; a 32-token answer is a few hundred, and nothing longer is read as option text
+MAX_OCCURRENCES = 8  # an answer states its option once or twice; more is a loop, not an answer
+_WORD = re.compile(r"[^\W_]+")
+_ARTICLES = frozenset({"a", "an", "the"})
+_QUESTION_WORDS = frozenset({"how", "what", "which", "why", "when", "where", "who", "whom", "whose", "does", "do"})
+_CLAUSE_START = re.compile(r"[.!?\n\]]")
+_SENTENCE_END = re.compile(r"[.!?\n]")
+_ENDS_SENTENCE = re.compile(
+    r"\s{0,3}(?:$|[.!;\n)\"']|is\s{1,3}(?:the\s{1,3})?(?:correct\s{1,3}|right\s{1,3})?answer\b)"
+)
+_OPENER_END = re.compile(r"\s{0,3}(?:$|[.!;,\n)\"'])")
+_LISTED = re.compile(r"(?:^|\b(?:answer|option|solution|ending|choice)s?\s?)\d{1,2}\s{0,2}:")
+_HOW_TO_TAG = re.compile(r"\[(?:header|title|step|substeps)\]$")
+_NEGATIONS = frozenset({"not", "never", "no"})
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One place where an option's whole text occurs in the response (character span of the lower-cased text)."""
+
+    option: int
+    start: int
+    end: int
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | None:
+    """Every occurrence of an option's whole text in ``response`` (lower-cased), in option order.
+
+    An occurrence inside a longer option's occurrence is dropped (the longest match wins). None when the
+    response is too long to be read this way or repeats option texts more than MAX_OCCURRENCES times.
+    """
+    if len(response) > TEXT_LIMIT:
+        return None
+    spans = [m.span() for m in _WORD.finditer(response)]
+    joined = " " + " ".join(response[s:e] for s, e in spans) + " "
+    starts = []  # offset of each word in ``joined``
+    offset = 1
+    for s, e in spans:
+        starts.append(offset)
+        offset += e - s + 1
+    found = []
+    for i, option in enumerate(options):
+        words = _words(option) if isinstance(option, str) else []
+        if not words:
+            continue
+        needle = " " + " ".join(words) + " "
+        at = joined.find(needle)
+        while at >= 0:
+            first = bisect_right(starts, at + 1) - 1
+            found.append(Occurrence(i, spans[first][0], spans[first + len(words) - 1][1]))
+            if len(found) > MAX_OCCURRENCES:
+                return None
+            at = joined.find(needle, at + 1)
+    return [o for o in found if not any(_inside(o, other) for other in found)]
+
+
+def _inside(inner: Occurrence, outer: Occurrence) -> bool:
+    return (
+        outer.start <= inner.start and inner.end <= outer.end and (outer.end - outer.start) > (inner.end - inner.start)
+    )
+
+
+def named(response: str, occurrence: Occurrence) -> bool:
+    """True when the occurrence names the option: not in a question or how-to line, not after "not"."""
+    if _in_question(response, occurrence):
+        return False
+    window = response[max(0, occurrence.start - 48) : occurrence.start]
+    clause = window[max(window.rfind(mark) for mark in ",;:.!?\n") + 1 :]
+    before = clause.split()[-4:]  # "not the", "do not live in the"; not across a comma: "not X, Y"
+    return not any(word in _NEGATIONS or word.endswith("n't") for word in before)
+
+
+def is_statement(response: str, occurrence: Occurrence, option: str, label_starts: frozenset[int]) -> bool:
+    """True when this occurrence states the option: it names it, and a one-word option ends a sentence, comes
+    before a label (an echo) or "is the answer", or opens the response.
+
+    ``label_starts`` are the offsets where label mentions start.
+    """
+    if not named(response, occurrence):
+        return False
+    if len([w for w in _words(option) if w not in _ARTICLES]) > 1:
+        return True
+    after = response[occurrence.end : occurrence.end + 40]
+    if _ENDS_SENTENCE.match(after) or occurrence.end + len(after) - len(after.lstrip()) in label_starts:
+        return True
+    return not response[: occurrence.start].strip(" \"'*([") and bool(_OPENER_END.match(after))
+
+
+def recites(response: str) -> bool:
+    """True when the response lists options under numbers (``1: ...``, ``Answer2: ...``), as the prompt does."""
+    return bool(_LISTED.search(response))
+
+
+def _in_question(response: str, occurrence: Occurrence) -> bool:
+    """True when the occurrence lies in a sentence that ends with "?" or opens with a question word, or in a
+    line of a how-to article (after ``[title]``, ``[step]``, ...)."""
+    end = _SENTENCE_END.search(response, occurrence.end)
+    if end and end.group() == "?":
+        return True
+    clause_start = max((m.end() for m in _CLAUSE_START.finditer(response, 0, occurrence.start)), default=0)
+    if _HOW_TO_TAG.search(response, max(0, clause_start - 12), clause_start):
+        return True
+    opening = response[clause_start : occurrence.start].split(maxsplit=1)
+    return bool(opening) and opening[0].strip("\"'*(:") in _QUESTION_WORDS

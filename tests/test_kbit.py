@@ -1,0 +1,142 @@
+"""QDoRA: our layer on bitsandbytes 4-bit and 8-bit bases, against stock PEFT's DoRA on the same quantized model.
+
+bitsandbytes runs on the CPU: 4-bit trains and generates; 8-bit runs inference only (its backward needs CUDA).
+Both models see the same dequantized weights, so the tolerance is float rounding, not quantization error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TARGETS, make_tiny_llama
+from peft import LoraConfig, get_peft_model
+from test_peft_equivalence import max_rel, perturb_adapters
+
+from dora_plugins import DoraConfig
+from dora_plugins.peft_layer import DoraVariant
+
+pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install dora-plugins[kbit])")
+
+CONFIG = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+IDS = torch.arange(3, 27).reshape(2, 12)
+
+
+def word_tokenizer():
+    """A word-level tokenizer over the tiny model's 128 ids (``t0``..``t127``), built locally."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(128)}, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="t0", eos_token="t2")
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    make_tiny_llama().save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return path
+
+
+def quantized(base_dir, bits: int, **kwargs):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(**{f"load_in_{bits}bit": True, **kwargs})
+    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=quantization)
+
+
+def pair(base_dir, bits: int, **config):
+    ours = get_peft_model(quantized(base_dir, bits), DoraConfig(**{**CONFIG, **config}))
+    perturb_adapters(ours)
+    stock = get_peft_model(quantized(base_dir, bits), LoraConfig(use_dora=True, **{**CONFIG, **config}))
+    stock.load_state_dict({k: v for k, v in ours.state_dict().items() if "lora_" in k}, strict=False)
+    return ours, stock
+
+
+def q_proj(model):
+    return model.base_model.model.model.layers[0].self_attn.q_proj
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05], ids=["no_dropout", "paper_dropout"])
+def test_4bit_training_matches_stock_peft_dora(base_dir, dropout):
+    ours, stock = pair(base_dir, 4, lora_dropout=dropout)
+    assert isinstance(q_proj(ours).lora_variant["default"], DoraVariant)
+    assert type(q_proj(ours).get_base_layer()).__name__ == "Linear4bit"
+    results = []
+    for model in (ours, stock):
+        model.train()
+        torch.manual_seed(7)
+        out = model(input_ids=IDS, labels=IDS)
+        out.loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out.logits.detach(), grads))
+    assert max_rel(results[0][0], results[1][0]) < 1e-5
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, grad in results[0][1].items():
+        assert max_rel(grad, results[1][1][name]) < 1e-4, name
+
+
+def test_4bit_generation_and_merge_match_stock_peft_dora(base_dir):
+    ours, stock = pair(base_dir, 4)
+    ids = IDS[:1, :6]
+    generated = [m.eval().generate(input_ids=ids, max_new_tokens=8, do_sample=False) for m in (ours, stock)]
+    assert torch.equal(generated[0], generated[1])
+    with torch.no_grad():
+        unmerged = ours(input_ids=IDS).logits
+        ours.merge_adapter(), stock.merge_adapter()
+        assert max_rel(ours(input_ids=IDS).logits, stock(input_ids=IDS).logits) < 1e-5
+        assert max_rel(ours(input_ids=IDS).logits, unmerged) < 0.2  # merging re-quantizes W': 4-bit rounding
+
+
+def test_8bit_inference_matches_stock_peft_dora_and_keeps_working(base_dir):
+    """Stock PEFT's DoRA breaks an 8-bit layer on the CPU after its first forward (its dequantization helper
+    resets the layer's state); ours dequantizes without touching the layer."""
+    ours, stock = pair(base_dir, 8)
+    with torch.no_grad():
+        first = stock.eval()(input_ids=IDS).logits
+        for _ in range(3):
+            assert max_rel(ours.eval()(input_ids=IDS).logits, first) < 1e-5
+
+
+def test_magnitude_stays_fp32_and_learns_through_trl_on_a_4bit_model(base_dir, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model = quantized(base_dir, 4, bnb_4bit_compute_dtype=torch.bfloat16)
+    rows = [{"input_ids": list(range(3, 3 + n)), "labels": list(range(3, 3 + n))} for n in (10, 12, 14, 16)]
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2,
+        report_to="none", save_strategy="no", bf16=False, use_cpu=True, dataloader_pin_memory=False,
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=word_tokenizer(),
+        peft_config=DoraConfig(**CONFIG),
+    )
+    magnitude = q_proj(trainer.model).lora_magnitude_vector["default"].weight
+    before = magnitude.detach().clone()
+    trainer.train()
+    assert magnitude.dtype == torch.float32
+    assert not torch.equal(magnitude.detach(), before)
+
+
+@pytest.mark.slow
+def test_dora_sft_load_in_4bit_trains_on_the_cpu_and_saves_a_peft_adapter(base_dir, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from dora_plugins.cli import main as dora_main
+
+    words = " ".join(f"t{i}" for i in range(5, 40))
+    (tmp_path / "data.json").write_text(json.dumps([{"instruction": words, "output": "t7 t8"}] * 8))
+    args = ["sft", "--model_name_or_path", str(base_dir), "--dataset_name", str(tmp_path / "data.json"),
+            "--output_dir", str(tmp_path / "run"), "--load_in_4bit", "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no"]  # fmt: skip
+    assert dora_main(args) == 0
+    saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    magnitudes = [v for k, v in saved.items() if "lora_magnitude_vector" in k]
+    assert len(magnitudes) == 2 * len(TARGETS) and all(m.dtype == torch.float32 for m in magnitudes)

@@ -1,0 +1,136 @@
+"""Drift report: which answers of ``improved`` change over the real generations, by kind, against a baseline.
+
+Reads every row of ``<data>/generations/*.jsonl`` (62,391 rows), gives ``improved`` the item's answer texts
+(from the row's instruction, or from ``<data>/llm_adapters/<benchmark>/test.json`` by index, as lm-eval's
+tasks do) and compares its answer with a baseline: the answers of an earlier ``improved``, stored compactly in
+``tests/data/extract_improved_3d2e637.json`` (per file, one digit per row: 0 for "", k for the k-th label).
+Each change is classed by direction and by the rule that now decides (``explain_answer``). Rows that state
+exactly one in-range label as ``the correct answer is X`` and name no other label must never change.
+
+    python tools/extract_drift.py --data ../shared/data                 # counts by kind and examples
+    python tools/extract_drift.py --data ../shared/data --json          # the same, as JSON (the tests read it)
+    python tools/extract_drift.py --data ../shared/data --write-baseline tests/data/extract_improved_3d2e637.json
+
+``--write-baseline`` runs with whatever ``dora_plugins`` is importable: the committed baseline was written with
+commit 3d2e637 on PYTHONPATH (``git worktree add /tmp/base 3d2e637``), the ``improved`` before answers in words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from dora_plugins.benchmarks import get_benchmark, load_llm_adapters, options_from_instruction
+from dora_plugins.extract import improved
+
+
+def real_rows(data: Path):
+    """(file stem, row, the item's answer texts) for every generation row, in file order."""
+    cache: dict = {}
+    for path in sorted((data / "generations").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            benchmark = row["benchmark"]
+            if "instruction" in row:
+                options = options_from_instruction(row["instruction"])
+            else:
+                if benchmark not in cache:
+                    cache[benchmark] = load_llm_adapters(data / "llm_adapters", benchmark)
+                options = cache[benchmark][row["index"]]["options"]
+            yield path.stem, row, options
+
+
+def _digit(label: str, labels: tuple[str, ...]) -> str:
+    return str(labels.index(label) + 1) if label else "0"
+
+
+def baseline(data: Path) -> dict[str, str]:
+    """The answers of the importable ``improved``, per file, one digit per row."""
+    digits: dict[str, list[str]] = {}
+    for stem, row, options in real_rows(data):
+        said = improved(row["output_pred"], row["benchmark"], options)
+        digits.setdefault(stem, []).append(_digit(said, get_benchmark(row["benchmark"]).labels))
+    return {stem: "".join(values) for stem, values in digits.items()}
+
+
+def states_one_label(text: str, in_range: tuple[str, ...], labels: tuple[str, ...]) -> str | None:
+    """X when the text says 'the correct answer is X' (any case) for one in-range X and names no other label."""
+    text = text.lower()
+    stated = set(re.findall(r"the correct answer is (\w+)", text)) & set(in_range)
+    named = {label for label in labels if re.search(rf"(?<![a-z0-9]){label}(?![a-z0-9])", text)}
+    return stated.pop() if len(stated) == 1 and named == stated else None
+
+
+def drift(data: Path, stored: dict[str, str]) -> dict:
+    """Counts of changed answers by kind, the changed rows, and how many rows that state one label changed."""
+    from dora_plugins.extract import explain_answer
+
+    changed, line_of = [], Counter()
+    contract_changed = rows = 0
+    for stem, row, options in real_rows(data):
+        line_of[stem] += 1
+        rows += 1
+        labels = get_benchmark(row["benchmark"]).labels
+        old = stored[stem][line_of[stem] - 1]
+        old = labels[int(old) - 1] if old != "0" else ""
+        explained = explain_answer(row["output_pred"], row["benchmark"], options)
+        if explained.label == old:
+            continue
+        in_range = labels[: len(options)] if row["benchmark"] != "boolq" else labels
+        contract_changed += states_one_label(row["output_pred"], in_range, labels) is not None
+        direction = "now read" if not old else "now refused" if not explained.label else "now another label"
+        changed.append(
+            {
+                "id": f"{stem}:{line_of[stem]}",
+                "kind": f"{direction}: {explained.rule}",
+                "old": old,
+                "new": explained.label,
+                "gold": row["answer"],
+                "output_pred": row["output_pred"],
+            }
+        )
+    kinds = Counter(change["kind"] for change in changed)
+    return {
+        "rows": rows,
+        "changed": len(changed),
+        "contract_changed": contract_changed,
+        "kinds": dict(kinds),
+        "rows_changed": changed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "tests/data/extract_improved_3d2e637.json",
+    )
+    parser.add_argument("--write-baseline", type=Path, help="write the importable improved's answers here instead")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--examples", type=int, default=3, help="examples shown per kind")
+    args = parser.parse_args()
+    if args.write_baseline:
+        args.write_baseline.write_text(json.dumps(baseline(args.data), indent=0) + "\n", encoding="utf-8")
+        return
+    report = drift(args.data, json.loads(args.baseline.read_text(encoding="utf-8")))
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return
+    print(f"{report['changed']} of {report['rows']} answers change", end="; ")
+    print(f"of them, rows that state one label explicitly: {report['contract_changed']}")
+    for kind, count in sorted(report["kinds"].items(), key=lambda item: -item[1]):
+        print(f"\n{count:6}  {kind}")
+        for change in [c for c in report["rows_changed"] if c["kind"] == kind][: args.examples]:
+            print(
+                f"        {change['id']}: {change['old']!r} -> {change['new']!r} (gold {change['gold']}): "
+                f"{change['output_pred'][:100]!r}"
+            )
+
+
+if __name__ == "__main__":
+    main()
