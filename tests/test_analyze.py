@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TARGETS, make_tiny_llama
+from helpers import TARGETS, make_tiny_llama
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, requires_shared_data
+from helpers import SHARED_DATA, requires_shared_data
 
 from dora_plugins.cli import demo
 from dora_plugins.cli.demo_table import COLUMNS, FILTERS, GROUP, PAPER_LLAMA2_7B_DORA
