@@ -42,9 +42,9 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def command_run(models):
     """``lm_eval`` on 4 PIQA items with the paper's 4 beams, a DoRA adapter, the environment as users have it."""
-    out = models / "lm_eval"
+    out, model_args = models / "lm_eval", f"pretrained={models / 'model'},peft={models / 'dora'},dtype=float32"
     cmd = [
-        "lm_eval", "--model", "hf", "--model_args", f"pretrained={models / 'model'},peft={models / 'dora'},dtype=float32",
+        "lm_eval", "--model", "hf", "--model_args", model_args,
         "--tasks", "dora_piqa", "--device", "cpu", "--batch_size", "1", "--limit", "4",
         "--gen_kwargs", "num_beams=4,max_gen_toks=12", "--metadata", json.dumps({"data_dir": str(DATA_DIR)}),
         "--log_samples", "--output_path", str(out),
