@@ -10,10 +10,8 @@ import random
 import pytest
 import torch
 import torch._dynamo
-from conftest import TARGETS, make_tiny_llama
+from helpers import MUTABLE, TARGETS, make_tiny_llama, max_rel, params, perturb_adapters
 from peft import LoraConfig, get_peft_model
-from test_mutations import KINDS, params
-from test_peft_equivalence import max_rel, perturb_adapters
 from torch import nn
 
 from dora_plugins import DoraConfig
@@ -111,7 +109,7 @@ def test_compiled_model_sees_in_place_changes_and_mode_switches():
     x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
     rng = random.Random(0)
     for step in range(24):
-        kind = rng.choice([k for k in KINDS if params(model, k)])
+        kind = rng.choice([k for k in MUTABLE if params(model, k)])
         change = rng.choice(["data", "new_storage", "mode"])
         if change == "data":
             for p in params(model, kind):

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from dora_plugins.benchmarks import BENCHMARKS, load_llm_adapters
 from dora_plugins.cli import main as dora

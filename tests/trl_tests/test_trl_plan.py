@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_tiny_llama
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from dora_plugins import adapter_config
 from dora_plugins.cli import main as dora_main
@@ -103,12 +103,10 @@ def test_dry_run_of_the_qkv_recipe_counts_no_factor_of_the_magnitude_only_module
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, dropout, dtype):
     """Reference: the bytes of every tensor autograd saves for backward, counted once per storage."""
-    config = LlamaConfig(
-        hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=1000,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = get_peft_model(LlamaForCausalLM(config).to(dtype), adapter_config(preset, lora_dropout=dropout)).train()
+    base = make_tiny_llama(
+        0, dtype, hidden_size=256, intermediate_size=688, vocab_size=1000, max_position_embeddings=2048
+    )
+    model = get_peft_model(base, adapter_config(preset, lora_dropout=dropout)).train()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
 
@@ -126,7 +124,7 @@ def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, 
         for m in model.modules()
         if hasattr(m, "lora_A")
     ]
-    shape, width = model_shape(config), 2 if dtype == torch.bfloat16 else 4
+    shape, width = model_shape(base.config), 2 if dtype == torch.bfloat16 else 4
     estimate = ids.numel() * (shape.layers * layer_bytes(shape, adapted, width) + 4 * shape.hidden + 4 * shape.vocab)
     print(f"{preset} dropout {dropout} {dtype}: estimate / saved = {estimate / sum(saved.values()):.3f}")
     assert estimate == pytest.approx(sum(saved.values()), rel=0.25)
