@@ -9,10 +9,10 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama, max_rel, perturb_adapters
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from test_peft_equivalence import OneLayer, max_rel, perturb_adapters
+from torch import nn
 
 from dora_plugins import DoraConfig, adapter_config, load_adapter
 from dora_plugins.cli import main as dora_main
@@ -22,6 +22,19 @@ from dora_plugins.merge import merge_adapter
 DORA = ["q_proj", "k_proj", "v_proj"]
 MAGNITUDE_ONLY = ["o_proj", "gate_proj", "up_proj", "down_proj"]
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+
+
+class OneLayer(nn.Module):
+    """``proj``, a biased linear layer holding ``weight``."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.proj = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.dtype)
+        with torch.no_grad():
+            self.proj.weight.copy_(weight)
+
+    def forward(self, x):
+        return self.proj(x)
 
 
 def qkv_config(**overrides) -> DoraConfig:
@@ -263,6 +276,30 @@ def test_dora_merge_writes_the_model_the_adapter_computes(tmp_path):
     argv = ["merge", "--base", str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter")]
     assert dora_main([*argv, "--output", str(tmp_path / "cli")]) == 0
     assert max_rel(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "cli")), expected) < 1e-5
+
+
+def test_dora_analyze_reads_a_magnitude_only_module_as_dora_with_b_zero(tmp_path):
+    import csv
+
+    base = make_tiny_llama(dtype=torch.float64)
+    base.save_pretrained(tmp_path / "base")
+    model = adapted(copy.deepcopy(base))
+    model.save_pretrained(tmp_path / "run" / "checkpoint-5")
+    argv = ["analyze", "--base", str(tmp_path / "base"), str(tmp_path / "run" / "checkpoint-5")]
+    assert dora_main([*argv, "--output", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "dynamics.csv", newline="") as file:
+        rows = {row["module"]: row for row in csv.DictReader(file)}
+    reference = dense_reference(base, model)
+    assert set(rows) == set(layers(model))
+    for name, layer in layers(model).items():
+        w0 = layer.get_base_layer().weight
+        w = reference.get_submodule(name).weight
+        delta_m = (w.norm(dim=1) - w0.norm(dim=1)).abs().mean().item()
+        delta_d = (1 - torch.nn.functional.cosine_similarity(w, w0, dim=1)).mean().item()
+        assert float(rows[name]["delta_m"]) == pytest.approx(delta_m, rel=1e-9)
+        assert float(rows[name]["delta_d"]) == pytest.approx(delta_d, rel=1e-9, abs=1e-15)
+        if name.rsplit(".", 1)[-1] in MAGNITUDE_ONLY:
+            assert float(rows[name]["delta_d"]) == pytest.approx(0, abs=1e-15)  # only the magnitude moved
 
 
 def test_regex_modules_select_the_same_modules_as_names_and_survive_a_round_trip(tmp_path):
