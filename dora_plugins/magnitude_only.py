@@ -19,7 +19,7 @@ from collections.abc import Collection
 from .errors import ConfigError
 
 Modules = list[str] | str
-INITS = (True, False, "gaussian", "eva", "mica")  # the inits that leave W0 as it is and work at rank 1
+INITS = (True, False, "gaussian")  # inits of the factors alone: they leave W0 as it is and work at rank 1
 
 
 def check_modules(value) -> Modules:
@@ -45,8 +45,9 @@ def check_init(init_lora_weights) -> None:
     if init_lora_weights not in INITS:
         raise ConfigError(
             f"init_lora_weights={init_lora_weights!r} cannot be used with magnitude_only_modules: PEFT applies it to "
-            "the magnitude-only modules too, where PiSSA, OLoRA, CorDA, LoftQ and LoRA-GA would change W0 and "
-            f"'orthogonal' needs an even rank (they have rank 1). Use one of {', '.join(map(repr, INITS))}."
+            "the magnitude-only modules too, where PiSSA, OLoRA, CorDA, LoftQ and LoRA-GA would change W0, "
+            "'orthogonal' needs an even rank (they have rank 1), and data-driven inits set factors that are fixed "
+            f"zeros there. Use one of {', '.join(map(repr, INITS))}."
         )
 
 
