@@ -180,10 +180,14 @@ def test_a_module_with_only_a_magnitude_is_dora_with_b_zero(base_dir, tmp_path):
     assert float(row["delta_d"]) == pytest.approx(2 / m.numel(), rel=1e-10)  # only row 0 (m < 0) turned: 1 - cos = 2
 
 
-def test_the_figure_is_drawn_with_matplotlib(two_runs):
+def test_the_figure_is_drawn_with_matplotlib_and_reported(two_runs, base_dir, capsys, tmp_path):
     pytest.importorskip("matplotlib")
     output, _ = two_runs
     assert (output / "dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoints = sorted(output.parent.glob("*/checkpoint-*"))
+    assert _analyze("--base", base_dir, *checkpoints, "--output", tmp_path / "out") == 0
+    out, err = capsys.readouterr()
+    assert "dynamics.png" in out.splitlines()[-1] and "matplotlib" not in err
 
 
 def test_without_matplotlib_the_csv_and_json_are_still_written(two_runs, base_dir, monkeypatch, capsys, tmp_path):
