@@ -123,10 +123,11 @@ class ScaledOutput(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_B = ((gyc.t() @ h2) * (s * g).unsqueeze(1).to(dtype)).to(lora_B.dtype)  # (out, r)
         if ctx.need_g:
+            acc = torch.promote_types(torch.float32, dtype)  # fp32 sums for half precision, fp64 stays fp64
             if ctx.keep_output:
-                grad_g = (gy * saved.reshape(gy.shape)).sum(0, dtype=torch.float32) / g  # inner = y / g
+                grad_g = (gy * saved.reshape(gy.shape)).sum(0, dtype=acc) / g  # inner = y / g
             else:
-                grad_g = (gyc * saved).sum(0, dtype=torch.float32)
+                grad_g = (gyc * saved).sum(0, dtype=acc)
             grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
         return grad_result, grad_h, grad_B, grad_m, grad_norm, None, None
 
@@ -154,7 +155,8 @@ class DropoutOutput(torch.autograd.Function):
         sg = (s * g).unsqueeze(1).to(dtype)  # (out, 1)
         gy_h = gy.t() @ h  # (out, r): dL/dy^T h
         grad_B = (gy_h * sg).to(lora_B.dtype)
-        grad_g = (gy * base_d).sum(0, dtype=torch.float32) + s * (lora_B * gy_h).sum(1, dtype=torch.float32)
+        acc = torch.promote_types(torch.float32, dtype)  # fp32 sums for half precision, fp64 stays fp64
+        grad_g = (gy * base_d).sum(0, dtype=acc) + s * (lora_B * gy_h).sum(1, dtype=acc)
         grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
         grad_h = gy @ (lora_B.to(dtype) * sg)  # (tokens, r)
         noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(kept_value)  # (tokens, in)
