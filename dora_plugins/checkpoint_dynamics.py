@@ -13,9 +13,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from .dynamics import RowChange, adapter_change, finetuned_change
 from .errors import ConfigError, DataError, MissingFileError
+
+if TYPE_CHECKING:
+    import torch
 
 STEP_FOLDER = re.compile(r"checkpoint-(\d+)")
 # PEFT's saved keys: base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector
@@ -116,7 +120,7 @@ class WeightFolder:
                 f"The {what} {self.folder} holds no safetensors weights; dora analyze reads safetensors only "
                 "(re-save it with save_pretrained())."
             )
-        self._files: dict[str, object] = {}
+        self._files: dict[str, Any] = {}  # key -> safetensors' safe_open handle of its file
         for file in files:
             try:
                 handle = safe_open(str(file), framework="pt")
@@ -133,7 +137,7 @@ class WeightFolder:
     def get(self, key: str):
         return self._files[key].get_tensor(key)
 
-    def weight(self, module: str, checkpoint: Path, shape: tuple[int, ...]):
+    def weight(self, module: str, checkpoint: Path, shape: tuple[int | None, ...]):
         """``<module>.weight``, checked to exist with ``shape``: otherwise the checkpoint is for another base."""
         key = f"{module}.weight"
         if key not in self._files or self.shape(key) != shape:
@@ -182,7 +186,8 @@ def _adapter_changes(base: WeightFolder, checkpoint: Checkpoint, wanted: set[str
         lora_A, lora_B, magnitude = (parts.get(k) for k in ("lora_A", "lora_B", "lora_magnitude_vector"))
         if lora_A is not None and lora_A.dim() != 2:
             continue  # a convolution's or embedding's LoRA: not a weight matrix of the paper's analysis
-        out = lora_B.shape[0] if lora_B is not None else magnitude.shape[0]
+        # check_adapter pairs every lora_A with its lora_B: a module without lora_B has a magnitude.
+        out = (lora_B if lora_B is not None else cast("torch.Tensor", magnitude)).shape[0]
         in_ = lora_A.shape[1] if lora_A is not None else None
         weight = _base_weight(base, module, checkpoint.path, out, in_, config.get("fan_in_fan_out", False))
         scaling = _scaling(config, module, lora_A.shape[0]) if lora_A is not None else 0.0

@@ -38,7 +38,10 @@ class DoraConfig(LoraConfig):
         default_factory=lambda: list(PAPER_TARGET_MODULES),
         metadata={"help": "Module names (or a regex) that get a DoRA adapter."},
     )
-    task_type: str | None = field(default="CAUSAL_LM", metadata={"help": "PEFT task type."})
+    # PEFT declares TaskType | None; it accepts the enum's string value, which is what a saved config holds.
+    task_type: str | None = field(  # type: ignore[assignment]
+        default="CAUSAL_LM", metadata={"help": "PEFT task type."}
+    )
     use_dora: bool = field(default=True, metadata={"help": "Always True for a DoraConfig.", "is_lora_variant": True})
     detach_norm: bool = field(
         default=True,
@@ -116,7 +119,7 @@ def _lora_defaults() -> dict:
     defaults = {}
     for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type"):
         f = lora_fields[name]
-        defaults[name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        defaults[name] = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     return defaults
 
 

@@ -22,6 +22,8 @@ Both return the gradient of the norm too, so ``detach_norm=False`` (norm with a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -80,7 +82,9 @@ def _rows(h: torch.Tensor) -> torch.Tensor:
     return h.reshape(h.shape[:-1].numel(), h.shape[-1])
 
 
-def _magnitude_grads(ctx, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor):
+def _magnitude_grads(
+    ctx: Any, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``dL/dm = dL/dg / norm`` and ``dL/dnorm = -dL/dg * g / norm`` where requested, else None."""
     grad_m = grad_g / norm if ctx.needs_input_grad[ctx.m_index] else None
     grad_norm = -grad_g * g / norm if ctx.needs_input_grad[ctx.m_index + 1] else None
@@ -91,7 +95,16 @@ class ScaledOutput(torch.autograd.Function):
     """Output of a DoRA layer without dropout on the base path, given ``result = W0 x + bias`` and ``h = A x``."""
 
     @staticmethod
-    def forward(ctx, result, h, lora_B, magnitude, norm, scaling: float, bias):
+    def forward(
+        ctx: Any,
+        result: torch.Tensor,
+        h: torch.Tensor,
+        lora_B: torch.Tensor,
+        magnitude: torch.Tensor,
+        norm: torch.Tensor,
+        scaling: float,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         g = magnitude / norm  # (out,) fp32
         ctx.keep_output = keeps_output(bias, result.dtype)
         if ctx.keep_output:
@@ -110,7 +123,7 @@ class ScaledOutput(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, lora_B, g, norm, saved = ctx.saved_tensors
         s = ctx.scaling
         dtype = h.dtype
@@ -136,7 +149,18 @@ class DropoutOutput(torch.autograd.Function):
     """Output of a DoRA layer with the paper's dropout, given ``x``, ``noise = dropout(ones)`` and ``result``."""
 
     @staticmethod
-    def forward(ctx, x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling: float):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        result: torch.Tensor,
+        lora_A: torch.Tensor,
+        lora_B: torch.Tensor,
+        magnitude: torch.Tensor,
+        norm: torch.Tensor,
+        weight: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
         g = magnitude / norm  # (out,)
         keep = noise.bool()  # (..., in): a quarter of noise's memory
         kept_value = noise.amax()  # 1 / (1 - p) exactly as the dropout computed it
@@ -146,7 +170,7 @@ class DropoutOutput(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, keep, kept_value, h, base_d, lora_A, lora_B, magnitude, norm, weight = ctx.saved_tensors
         s = ctx.scaling
         g = magnitude / norm  # (out,)

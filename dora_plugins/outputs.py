@@ -221,7 +221,7 @@ def remove_stale_partials(parent: Path) -> None:
 
 def _stale(entry: Path) -> bool:
     match = _PARTIAL.fullmatch(entry.name)
-    return bool(match) and match.group(1) == _HOST and not _alive(int(match.group(2)))
+    return match is not None and match.group(1) == _HOST and not _alive(int(match.group(2)))
 
 
 def _alive(pid: int) -> bool:

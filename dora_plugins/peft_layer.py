@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,12 +40,13 @@ def base_weight(base: nn.Module) -> torch.Tensor:
     CPU resets the layer's quantization state, so that its next forward fails; and its type checks break a
     ``torch.compile`` graph.
     """
-    kind = type(base.weight).__name__
+    weight = cast(nn.Parameter, base.weight)  # nn.Module.__getattr__ types it Tensor | Module
+    kind = type(weight).__name__
     if kind == "Int8Params":
-        return dequantize_bnb_weight(base.weight, state=base.state)
+        return dequantize_bnb_weight(weight, state=base.state)
     if kind == "Params4bit":
-        return dequantize_bnb_weight(base.weight)
-    return base.weight
+        return dequantize_bnb_weight(weight)
+    return weight
 
 
 class DoraMagnitude(nn.Module):
@@ -72,8 +74,12 @@ class DoraMagnitude(nn.Module):
 class DoraVariant(lora_layer.LoraVariant):
     """PEFT's variant interface, answered with :mod:`dora_plugins.dora`."""
 
+    # The methods below take lora.Linear, PEFT's LoraVariant declares LoraLayer: this variant is only registered
+    # for lora.Linear and its bitsandbytes subclasses, whose attributes it reads.
     @staticmethod
-    def init(module: lora_layer.Linear, adapter_name: str, config=None, **kwargs) -> None:
+    def init(  # type: ignore[override]
+        module: lora_layer.Linear, adapter_name: str, config: LoraConfig | None = None, **kwargs: Any
+    ) -> None:
         if "lora_magnitude_vector" not in module.adapter_layer_names:
             module.adapter_layer_names = module.adapter_layer_names[:] + ("lora_magnitude_vector",)
         base = module.get_base_layer()
@@ -82,7 +88,7 @@ class DoraVariant(lora_layer.LoraVariant):
             _freeze_factors(module, adapter_name)
         lora_A, lora_B, scaling = DoraVariant._direction(module, adapter_name, magnitude_only)
         if lora_A.is_meta or base.weight.is_meta:  # low_cpu_mem_usage: the values arrive with the state dict
-            magnitude = torch.empty(module.out_features, dtype=lora_A.dtype, device="meta")
+            magnitude = torch.empty(lora_B.shape[0], dtype=lora_A.dtype, device="meta")
         else:
             with gather_params_ctx(base.parameters()):  # DeepSpeed ZeRO-3 shards the base weight
                 weight = base_weight(base)
@@ -97,7 +103,7 @@ class DoraVariant(lora_layer.LoraVariant):
 
     @staticmethod
     def _factors(module: lora_layer.Linear, adapter: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-        return DoraVariant._direction(module, adapter, module.lora_magnitude_vector[adapter].magnitude_only)
+        return DoraVariant._direction(module, adapter, DoraVariant._magnitude(module, adapter).magnitude_only)
 
     @staticmethod
     def _direction(
@@ -108,50 +114,68 @@ class DoraVariant(lora_layer.LoraVariant):
         A magnitude-only module is DoRA with a direction update of rank 0: the same math, on empty factors
         (``||W0 + s B A|| = ||W0||``, ``g * (W0 x) + bias``, merge ``g * W0``); its saved factors are never read.
         """
-        lora_A, lora_B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        # nn.Module.__getattr__ types every submodule attribute Tensor | Module: the casts live here only.
+        lora_A = cast(torch.Tensor, module.lora_A[adapter].weight)
+        lora_B = cast(torch.Tensor, module.lora_B[adapter].weight)
         if magnitude_only:  # only the dtype and device of the saved factors: x arrives in that dtype
-            lora_A, lora_B = lora_A.new_empty(0, module.in_features), lora_B.new_empty(module.out_features, 0)
+            lora_A, lora_B = lora_A.new_empty(0, lora_A.shape[1]), lora_B.new_empty(lora_B.shape[0], 0)
         return lora_A, lora_B, module.scaling[adapter]
+
+    @staticmethod
+    def _magnitude(module: lora_layer.Linear, adapter: str) -> DoraMagnitude:
+        return cast(DoraMagnitude, module.lora_magnitude_vector[adapter])
+
+    @staticmethod
+    def _bias(module: lora_layer.Linear) -> torch.Tensor | None:
+        return cast("torch.Tensor | None", module.get_base_layer().bias)
 
     @staticmethod
     def _norm(module: lora_layer.Linear, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
         return dora.weight_norm(base_weight(module.get_base_layer()), lora_A, lora_B, scaling)
 
     @staticmethod
-    def merge_safe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+    def merge_safe(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> torch.Tensor:
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         # The norm comes from the weight as forward sees it, without previously merged adapters.
         with module._unmerged_base_weight(safe_merge=True) as unmerged:
             norm = dora.weight_norm(unmerged, lora_A, lora_B, scaling)
         module._cache_store(f"{active_adapter}-weight_norm", norm)
-        magnitude = module.lora_magnitude_vector[active_adapter].weight
+        magnitude = DoraVariant._magnitude(module, active_adapter).weight
         # Merged from the weight as it is now: replaying earlier merges rebuilt it, not bit for bit in low precision.
         weight = base_weight(module.get_base_layer()).detach()
         return dora.merged_weight(weight, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
-    def merge_unsafe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> None:
+    def merge_unsafe(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> None:
         orig_weight.data = DoraVariant.merge_safe(module, active_adapter, orig_weight)
 
     @staticmethod
-    def unmerge(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+    def unmerge(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> torch.Tensor:
         norm = module._cache_pop(f"{active_adapter}-weight_norm")
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
-        magnitude = module.lora_magnitude_vector[active_adapter].weight
+        magnitude = DoraVariant._magnitude(module, active_adapter).weight
         return dora.unmerged_weight(orig_weight.data, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
-    def forward(module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs):
+    def forward(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
         base = module.get_base_layer()
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
-        magnitude = module.lora_magnitude_vector[active_adapter]
+        magnitude = DoraVariant._magnitude(module, active_adapter)
         if not module.training and not torch.is_grad_enabled():  # inference: g, s g B and (1 - g) bias
             factors = inference.cached(
                 magnitude,
                 (scaling, lora_A.dtype),
                 lambda: kernels.scale_factors(
                     lora_B, scaling, magnitude.weight / DoraVariant._norm(module, lora_A, lora_B, scaling),
-                    base.bias, lora_A.dtype,
+                    DoraVariant._bias(module), lora_A.dtype,
                 ),
             )  # fmt: skip
             return kernels.scaled_output(result, F.linear(x, lora_A), *factors)
@@ -163,7 +187,7 @@ class DoraVariant(lora_layer.LoraVariant):
             x,
             result,
             weight=weight,
-            bias=base.bias,
+            bias=DoraVariant._bias(module),
             lora_A=lora_A,
             lora_B=lora_B,
             scaling=scaling,
@@ -182,9 +206,12 @@ def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
     ``requires_grad_`` or PEFT's ``set_adapter`` does, they are not trainable parameters: no optimizer state, no
     count in the trainable parameters, and no unused parameter for DistributedDataParallel to wait for.
     """
-    device = module.get_base_layer().weight.device  # never meta beside a real base: their values are known
+    device = cast(
+        torch.Tensor, module.get_base_layer().weight
+    ).device  # never meta beside a real base: their values are known
     for factor in (module.lora_A[adapter], module.lora_B[adapter]):
-        zeros = torch.zeros(factor.weight.shape, dtype=factor.weight.dtype, device=device)
+        weight = cast(torch.Tensor, factor.weight)
+        zeros = torch.zeros(weight.shape, dtype=weight.dtype, device=device)
         del factor.weight
         factor.register_buffer("weight", zeros)
 
@@ -244,11 +271,11 @@ def _with_our_variant(peft_cls: type) -> type:
 
     def __init__(self, base_layer, adapter_name: str, config, **kwargs):
         self._dora_target_name = kwargs.get("target_name", "")  # a str: allowed before nn.Module.__init__
-        peft_cls.__init__(self, base_layer, adapter_name, config=config, **kwargs)
+        peft_cls.__init__(self, base_layer, adapter_name, config=config, **kwargs)  # type: ignore[misc]
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha, config, **kwargs):
         kwargs.setdefault("target_name", self._dora_target_name)
-        return peft_cls.update_layer(self, adapter_name, r, lora_alpha, config=config, **kwargs)
+        return peft_cls.update_layer(self, adapter_name, r, lora_alpha, config=config, **kwargs)  # type: ignore[attr-defined]
 
     def resolve_lora_variant(self, *, config, **kwargs):
         variant = peft_cls.resolve_lora_variant(self, config=config, **kwargs)
@@ -308,7 +335,8 @@ def route_peft(enable: bool = True) -> None:
     created afterwards.
     """
     if not getattr(LoraConfig.__post_init__, "_dora_plugins_routed", False):
-        LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)
+        # Patched on the class, so that configs built by PEFT, TRL and lm-eval route too.
+        LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)  # type: ignore[method-assign]
     if enable and not _routing["enabled"]:
         logger.info("LoraConfig(use_dora=True) runs dora-plugins' DoRA layer (DORA_PLUGINS_ROUTE=0: PEFT's own)")
     _routing["enabled"] = enable

@@ -168,13 +168,14 @@ def write_report(folder: Path, rows: list[Row], figure_module: str) -> bool:
         writer = csv.DictWriter(file, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(asdict(row) for row in rows)
-    report = {"figure_module": figure_module, "runs": slopes(rows), "rows": [asdict(row) for row in rows]}
+    runs = slopes(rows)
+    report = {"figure_module": figure_module, "runs": runs, "rows": [asdict(row) for row in rows]}
     (folder / "dynamics.json").write_text(json.dumps(report, indent=2) + "\n")
     try:
         import matplotlib  # noqa: F401 - the optional extra 'plot'
     except ImportError:
         return False
-    plot(folder / "dynamics.png", rows, report["runs"], figure_module)
+    plot(folder / "dynamics.png", rows, runs, figure_module)
     return True
 
 
