@@ -40,8 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(directory: Path, args: argparse.Namespace) -> None:
-    """A random LLaMA and a tokenizer trained on the prompts, saved to ``directory``."""
+def build_model(directory: Path, hidden: int, layers: int, eos_scale: float = 1.0) -> None:
+    """A random LLaMA (heads of 64) and a tokenizer trained on the prompts, saved to ``directory``.
+
+    ``eos_scale`` scales EOS's (tied) embedding, so that its logit, and short answers, become likelier.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from dora_plugins.benchmarks import BENCHMARKS, load_llm_adapters
@@ -50,30 +53,30 @@ def build_model(directory: Path, args: argparse.Namespace) -> None:
 
     prompts = [eval_prompt(item["instruction"]) for b in BENCHMARKS for item in load_llm_adapters(DATA_DIR, b.name)]
     tokenizer = build_tokenizer(prompts, vocab_size=512)
-    heads = max(1, args.hidden // 64)
+    heads = max(1, hidden // 64)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.hidden * 2,
-        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.2,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
-        model.model.embed_tokens.weight[tokenizer.eos_token_id] *= args.eos_scale  # tied: the EOS logit grows
+        model.model.embed_tokens.weight[tokenizer.eos_token_id] *= eos_scale  # tied: the EOS logit grows
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 
-def requests(limit: int) -> list:
-    """lm-eval's generate_until instances of the eight dora_* tasks, ``limit`` items each."""
+def requests(limit: int, tasks: str = "dora_commonsense") -> list:
+    """lm-eval's generate_until instances of ``tasks`` (a task or a group of the dora_* tasks), ``limit`` items each."""
     from lm_eval.tasks import TaskManager
 
     from lm_eval_tasks.discovery import TASK_DIR
 
     manager = TaskManager(include_defaults=False, include_path=TASK_DIR, metadata={"data_dir": str(DATA_DIR)})
     instances = []
-    for task in manager.load(["dora_commonsense"])["tasks"].values():
+    for task in manager.load([tasks])["tasks"].values():
         task.build_all_requests(limit=limit, rank=0, world_size=1)
         instances += task.instances
     return instances
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="eval-batch-") as folder:
         model_dir = Path(folder)
-        build_model(model_dir, args)
+        build_model(model_dir, args.hidden, args.layers, args.eos_scale)
         instances = requests(args.items)
         print(f"eval_batch: {len(instances)} items (8 tasks x {args.items}), {vars(args)}")
         paper = paper_generations(model_dir, instances, args.device)

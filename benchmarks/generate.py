@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     models["ours_merged"] = workload.wrap(base, "ours", args)
     models["ours_merged"].merge_adapter()
     steps = {name: make_generate(model, ids, args.new_tokens) for name, model in models.items()}
-    times = workload.interleaved_medians(steps, args.reps, 1, args.device)
+    times = workload.interleaved_medians(steps, args.reps, 1, args.device, args.clock)
     print(f"{'candidate':<14}{'ms per new token':>18}")
     for name, seconds in times.items():
         print(f"{name:<14}{seconds / args.new_tokens * 1e3:>18.2f}")

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     base = workload.build_base(args, args.seq)
     ids = train_step.batch_ids(args)
     print(f"{'candidate':<12}{'matmul s/step':>15}{'other s/step':>14}{'saved activations MiB':>24}")
-    for name in workload.CANDIDATES:
+    for name in args.candidates:
         model = workload.wrap(base, name, args)
         matmul, other = time_split(train_step.make_step(model, ids), args.reps)
         print(f"{name:<12}{matmul:>15.3f}{other:>14.3f}{saved_activations(model, ids):>24.1f}")

@@ -2,7 +2,8 @@
 (nothing is downloaded), the three candidates, and the measuring primitives (median time, peak memory growth).
 
 Candidates: ``lora`` (``peft.LoraConfig``), ``peft_dora`` (``LoraConfig(use_dora=True)``, PEFT's own DoRA) and
-``ours`` (``dora_plugins.DoraConfig``), all with the same rank, alpha = 2 * rank, dropout and targets.
+``ours`` (``dora_plugins.DoraConfig``), all with the same rank, alpha = 2 * rank, dropout and targets; on request
+also ``ours_branch`` (``DoraConfig(dropout_mode="lora_branch")``: dropout on the LoRA branch only).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import time
 import torch
 
 CANDIDATES = ("lora", "peft_dora", "ours")
+ALL_CANDIDATES = (*CANDIDATES, "ours_branch")
+# "cpu": the CPU time of the whole process, which other processes on a shared machine slow far less than the wall.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
@@ -30,13 +34,27 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
     parser.add_argument("--bits", type=int, choices=[4, 8], help="quantize the base with bitsandbytes (QDoRA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    add_clock_arg(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_clock_arg(parser: argparse.ArgumentParser) -> None:
+    """``--clock``: what a measured time is (:data:`CLOCKS`)."""
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall time, or the process's CPU time: steadier on a shared machine, and with --threads 1 close to"
+        " the wall time on an idle one",
+    )
+
+
 def setup(args: argparse.Namespace) -> None:
-    """Apply --threads and --seed, and refuse a CUDA run on a machine without CUDA."""
+    """Apply --threads and --seed, and refuse a CUDA run on a machine without CUDA (or timed by CPU time)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and args.clock == "cpu":
+        raise SystemExit("--clock cpu does not see the time a GPU works; use --clock wall with --device cuda.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device} was given but torch.cuda.is_available() is False; use --device cpu.")
     torch.manual_seed(args.seed)
@@ -94,8 +112,10 @@ def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TA
         config = LoraConfig(use_dora=True, **kwargs)
     elif candidate == "ours":
         config = DoraConfig(**kwargs)
+    elif candidate == "ours_branch":
+        config = DoraConfig(dropout_mode="lora_branch", **kwargs)
     else:
-        raise ValueError(f"Unknown candidate {candidate!r}; choose from {', '.join(CANDIDATES)}.")
+        raise ValueError(f"Unknown candidate {candidate!r}; choose from {', '.join(ALL_CANDIDATES)}.")
     torch.manual_seed(args.seed + 1)  # the same A for every candidate
     model = get_peft_model(copy.deepcopy(base) if isinstance(base, torch.nn.Module) else base(), config)
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -111,16 +131,17 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str) -> float:
-    """Wall time of ``fn()`` in seconds, with the device synchronised on both sides."""
+def timed(fn, device: str, clock: str = "wall") -> float:
+    """Seconds ``fn()`` takes on ``clock`` (:data:`CLOCKS`), with the device synchronised on both sides."""
+    now = CLOCKS[clock]
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
-def interleaved_medians(steps: dict, reps: int, warmup: int, device: str) -> dict[str, float]:
+def interleaved_medians(steps: dict, reps: int, warmup: int, device: str, clock: str = "wall") -> dict[str, float]:
     """Median time per candidate, running the candidates in turn (rotating who goes first) ``reps`` times."""
     names = list(steps)
     for _ in range(warmup):
@@ -129,7 +150,7 @@ def interleaved_medians(steps: dict, reps: int, warmup: int, device: str) -> dic
     times = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            times[name].append(timed(steps[name], device))
+            times[name].append(timed(steps[name], device, clock))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

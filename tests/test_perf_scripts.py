@@ -15,21 +15,51 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import generate  # noqa: E402
 import layer  # noqa: E402
+import lm_eval_generate  # noqa: E402
 import profile_step  # noqa: E402
 import train_step  # noqa: E402
 import workload  # noqa: E402
 
 TINY = ["--hidden", "64", "--layers", "1", "--vocab", "128", "--rank", "4", "--threads", "1"]
+TINY_STEP = [*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0", "--memory-steps", "0"]
+
+
+def ratios(out: str, label: str) -> list[float]:
+    """The values of every ``label  1.023  (target ...)`` line that ``workload.ratio_line`` printed."""
+    values = [float(line[len(label) :].split()[0]) for line in out.splitlines() if line.startswith(label + " ")]
+    assert values, f"no line starts with {label!r}:\n{out}"
+    assert all(0 < value < float("inf") for value in values), values
+    return values
 
 
 @pytest.mark.parametrize("dropout", ["0.0", "0.05"])
 def test_train_step_prints_times_and_the_ratios_of_its_dropout_mode(capsys, dropout):
-    argv = [*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0", "--memory-steps", "0"]
-    assert train_step.main([*argv, "--dropout", dropout]) in (0, 1)
+    assert train_step.main([*TINY_STEP, "--dropout", dropout]) in (0, 1)
     out = capsys.readouterr().out
     target = "time ours/lora" if dropout == "0.0" else "time ours/peft_dora"
     assert f"{target} " in out and "(target <= " in out.split(target)[1].splitlines()[0]
     assert f"targets for dropout {float(dropout)}:" in out
+
+
+def test_train_step_compiled_columns_give_finite_ratios(capsys):
+    """The eager backend and one candidate: dynamo alone traces it in seconds (inductor takes a minute)."""
+    argv = [*TINY_STEP, "--compile", "--compile-backend", "eager", "--candidates", "ours"]
+    assert train_step.main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("ours "))
+    assert all(float(cell) > 0 for cell in row[1:4]), row  # eager, compiled, compiling
+    assert "(target <= 1.00: " in out.split("compiled/eager ours")[1].splitlines()[0]
+    ratios(out, "compiled/eager ours")
+
+
+def test_train_step_times_the_lora_branch_dropout_mode_beside_the_paper_one(capsys):
+    candidates = ["--candidates", "lora", "peft_dora", "ours", "ours_branch"]
+    argv = [*TINY_STEP, "--dropout", "0.05", *candidates, "--clock", "cpu"]
+    assert train_step.main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("ours_branch ")] == ["ours_branch"]
+    ratios(out, "time ours_branch/ours")
+    ratios(out, "time ours_branch/lora")
 
 
 def test_train_step_memory_child_reports_a_peak_growth(capsys):
@@ -66,6 +96,16 @@ def test_generate_benchmark_reports_time_per_token(capsys):
     assert "ours unmerged/lora" in out and "ours_merged" in out
 
 
+def test_lm_eval_generate_times_the_three_adapters_through_lm_eval_and_ours_answers_as_peft(capsys):
+    argv = ["--hidden", "64", "--layers", "1", "--rank", "4", "--items", "2", "--new-tokens", "3", "--reps", "1"]
+    assert lm_eval_generate.main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    for beams in (1, 4):
+        for label in ("ours/lora", "peft_dora/lora", "ours/peft_dora"):
+            ratios(out, f"beams {beams}: {label}")
+        assert f"beams {beams}: answers of ours that differ from peft_dora's: 0 of 2" in out
+
+
 def test_profile_step_splits_time_and_counts_saved_activations(capsys):
     assert profile_step.main([*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--dropout", "0.05"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
@@ -78,3 +118,16 @@ def test_cuda_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match="--device cuda"):
         train_step.main([*TINY, "--device", "cuda", "--memory-steps", "0"])
+
+
+def test_a_cpu_clock_with_cuda_is_a_clear_error():
+    with pytest.raises(SystemExit, match="--clock cpu does not see the time a GPU works"):
+        train_step.main([*TINY, "--device", "cuda", "--clock", "cpu", "--memory-steps", "0"])
+
+
+def test_kbit_benchmarks_run_on_a_4bit_base(capsys):
+    pytest.importorskip("bitsandbytes")
+    assert train_step.main([*TINY_STEP, "--bits", "4"]) in (0, 1)
+    ratios(capsys.readouterr().out, "time ours/peft_dora")
+    assert generate.main([*TINY, "--bits", "4", "--prompt", "4", "--new-tokens", "3", "--reps", "1"]) in (0, 1)
+    ratios(capsys.readouterr().out, "ours unmerged/peft_dora")
