@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .errors import DataError
 from .records import read_records
-from .suggestions import did_you_mean
 
 ITEM_FIELDS = ("instruction", "input", "output", "answer")
 FORMAT_PREFIX = "Answer format: "
@@ -153,13 +152,9 @@ BENCHMARKS = (
 
 def get_benchmark(name: str) -> Benchmark:
     """The registered benchmark called ``name`` (built-in or from a plugin)."""
-    from .plugins import get_benchmarks
+    from .plugins import lookup
 
-    registered = get_benchmarks()
-    if name not in registered:
-        hint = did_you_mean(name, registered)
-        raise DataError(f"Unknown benchmark '{name}'.{hint} Available: {', '.join(registered)}")
-    return registered[name].value
+    return lookup("benchmark", name).value
 
 
 def from_hf(benchmark: str, row: Mapping, index: int | None = None) -> dict:

@@ -17,6 +17,13 @@ def _dora_half(**overrides):
     return DoraConfig(**{"r": 16, "lora_alpha": 32, **overrides})
 
 
+def _dora_qkv(**overrides):
+    from .config import QKV_MAGNITUDE_ONLY_MODULES, QKV_TARGET_MODULES, DoraConfig
+
+    defaults = dict(target_modules=list(QKV_TARGET_MODULES), magnitude_only_modules=list(QKV_MAGNITUDE_ONLY_MODULES))
+    return DoraConfig(**{**defaults, **overrides})
+
+
 def _lora(**overrides):
     from peft import LoraConfig
 
@@ -32,6 +39,7 @@ def _lora(**overrides):
 def dora_adapter_presets(register):
     register("dora", _dora, "DoRA as in the paper: r=32, alpha=64, dropout 0.05, q,k,v,up,down")
     register("dora_half", _dora_half, "DoRA-dagger (half rank): r=16, alpha=32")
+    register("dora_qkv", _dora_qkv, "DoRA on q,k,v (r=32, alpha=64); magnitude only on o,gate,up,down")
     register("lora", _lora, "LoRA baseline: r=32, alpha=64, dropout 0.05, q,k,v,up,down")
 
 

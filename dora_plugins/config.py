@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 from peft import LoraConfig
 from peft.utils import PeftType
 
+from . import magnitude_only
 from .dora import DROPOUT_MODES
 from .errors import ConfigError
 from .peft_layer import CUSTOM_MODULES
 
 # The paper's commonsense setting (Liu et al. 2024, table 8 and the released scripts).
 PAPER_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+# The paper's section 5.6 variant (llama_7B_Dora_qkv.sh): DoRA on these, the magnitude only on the others.
+QKV_TARGET_MODULES = ["q_proj", "k_proj", "v_proj"]
+QKV_MAGNITUDE_ONLY_MODULES = ["o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -34,7 +38,10 @@ class DoraConfig(LoraConfig):
         default_factory=lambda: list(PAPER_TARGET_MODULES),
         metadata={"help": "Module names (or a regex) that get a DoRA adapter."},
     )
-    task_type: str | None = field(default="CAUSAL_LM", metadata={"help": "PEFT task type."})
+    # PEFT declares TaskType | None; it accepts the enum's string value, which is what a saved config holds.
+    task_type: str | None = field(  # type: ignore[assignment]
+        default="CAUSAL_LM", metadata={"help": "PEFT task type."}
+    )
     use_dora: bool = field(default=True, metadata={"help": "Always True for a DoraConfig.", "is_lora_variant": True})
     detach_norm: bool = field(
         default=True,
@@ -47,6 +54,13 @@ class DoraConfig(LoraConfig):
             "too, one more base matrix product) or 'lora_branch' (torchtune: only the LoRA input, LoRA's cost)."
         },
     )
+    magnitude_only_modules: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Module names (or a regex) where only the magnitude trains, W' = m * W0 / ||W0|| (the paper's "
+            "Wdecompose_target_modules); not in target_modules. Saved as rank-1 DoRA with zero factors."
+        },
+    )
 
     def __post_init__(self):
         _check_positive("r", self.r, integer=True)
@@ -57,13 +71,27 @@ class DoraConfig(LoraConfig):
             raise ConfigError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}; got {self.dropout_mode!r}.")
         if not self.use_dora:
             raise ConfigError("DoraConfig requires use_dora=True; for plain LoRA use peft.LoraConfig.")
+        if self.magnitude_only_modules is not None:
+            self.magnitude_only_modules = magnitude_only.check_modules(self.magnitude_only_modules)
+            magnitude_only.check_init(self.init_lora_weights)
+            self.target_modules, self.rank_pattern = magnitude_only.expand(
+                self.target_modules, dict(self.rank_pattern or {}), self.magnitude_only_modules
+            )
         super().__post_init__()
         self._register_custom_module(CUSTOM_MODULES)
+
+    def is_magnitude_only(self, module_name: str) -> bool:
+        """Whether the module ``module_name`` (as ``model.named_modules()`` names it) trains its magnitude only."""
+        modules = self.magnitude_only_modules
+        if modules is None or not magnitude_only.matches(modules, module_name):
+            return False
+        magnitude_only.check_module(magnitude_only.dora_modules(self.target_modules, modules), modules, module_name)
+        return True
 
     def to_dict(self) -> dict:
         # Stock PEFT warns about keys it does not know: ours are written only when they are not the default.
         data = super().to_dict()
-        for name, default in (("detach_norm", True), ("dropout_mode", "paper")):
+        for name, default in (("detach_norm", True), ("dropout_mode", "paper"), ("magnitude_only_modules", None)):
             if data.get(name) == default:
                 data.pop(name)
         return data
@@ -91,7 +119,7 @@ def _lora_defaults() -> dict:
     defaults = {}
     for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type"):
         f = lora_fields[name]
-        defaults[name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        defaults[name] = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     return defaults
 
 

@@ -174,22 +174,3 @@ def unmerged_weight(
     delta = scaling * (lora_B.to(acc) @ lora_A.to(acc))
     g = (magnitude.to(acc) / norm).unsqueeze(1)
     return (merged.to(acc) / g - delta).to(merged.dtype)
-
-
-# The weight-dynamics callback reads these (until the analysis module replaces them).
-def base_row_norm_sq(weight: torch.Tensor) -> torch.Tensor:
-    """``||W0_i||^2`` per output row, in at least fp32."""
-    return weight.detach().to(accumulation_dtype(weight.dtype)).pow(2).sum(dim=1)  # (out,)
-
-
-def norm_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cross_i = <(W0 A^T)_i, B_i>`` and ``quad_i = B_i (A A^T) B_i^T`` (out,), in at least fp32."""
-    acc = accumulation_dtype(lora_A.dtype)
-    a, b = lora_A.to(acc), lora_B.to(acc)
-    w_a = (lora_A.to(weight.dtype) @ weight.detach().t()).t().to(acc)  # W0 A^T: (out, r)
-    return (w_a * b).sum(dim=1), ((b @ (a @ a.t())) * b).sum(dim=1)
-
-
-def row_norm(weight_sq: torch.Tensor, cross: torch.Tensor, quad: torch.Tensor, scaling: float) -> torch.Tensor:
-    """``sqrt(||W0_i||^2 + 2s cross_i + s^2 quad_i)``, floored at NORM_EPS."""
-    return (weight_sq + 2 * scaling * cross + scaling**2 * quad).clamp_min(NORM_EPS**2).sqrt()

@@ -22,6 +22,10 @@ class DataError(DoraError, ValueError):
     """A data file, record or row that does not have the shape we need; the message names where and what."""
 
 
+class UnknownNameError(ConfigError, DataError):
+    """A preset, benchmark or extractor name that no plugin registered (an option, or a field of a data file)."""
+
+
 class MissingFileError(DoraError, FileNotFoundError):
     """A file or folder that an input names does not exist."""
 

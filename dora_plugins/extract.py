@@ -206,18 +206,9 @@ def improved(text: str, benchmark: str, options: Sequence[object] | None = None)
 
 def get_extractor(method: str) -> Callable[[str, str, Sequence[object] | None], str]:
     """The registered answer extractor called ``method``; an unknown name is an error with the close names."""
-    from .errors import ConfigError
-    from .plugins import get_answer_extractors
-    from .suggestions import did_you_mean
+    from .plugins import lookup
 
-    extractors = get_answer_extractors()
-    if method not in extractors:
-        raise ConfigError(
-            f"Unknown answer extractor '{method}'.{did_you_mean(method, extractors)} "
-            f"Available: {', '.join(extractors)}. "
-            "Extractors come from the dora_answer_extractors hook ('dora plugins' lists them)."
-        )
-    return extractors[method].value
+    return lookup("extractor", method).value
 
 
 def extract_answer(text: str, benchmark: str, method: str = "improved", options: list[str] | None = None) -> str:

@@ -72,5 +72,6 @@ def install_generate_hook() -> None:
         with inference_cache():
             return generate(self, *args, **kwargs)
 
-    generate_with_cache._dora_plugins = True
-    GenerationMixin.generate = generate_with_cache
+    generate_with_cache._dora_plugins = True  # type: ignore[attr-defined]
+    # Patched on the class: lm-eval, TRL and users call generate() on models we never see built.
+    GenerationMixin.generate = generate_with_cache  # type: ignore[method-assign]

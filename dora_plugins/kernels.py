@@ -22,6 +22,8 @@ Both return the gradient of the norm too, so ``detach_norm=False`` (norm with a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -75,7 +77,14 @@ def dropout_output(
     return y.view(result.shape).to(result.dtype), h, base_d
 
 
-def _magnitude_grads(ctx, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor):
+def _rows(h: torch.Tensor) -> torch.Tensor:
+    """``h`` as (tokens, r), also for r = 0 (a magnitude-only module), where ``reshape(-1, 0)`` is ambiguous."""
+    return h.reshape(h.shape[:-1].numel(), h.shape[-1])
+
+
+def _magnitude_grads(
+    ctx: Any, grad_g: torch.Tensor, g: torch.Tensor, norm: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``dL/dm = dL/dg / norm`` and ``dL/dnorm = -dL/dg * g / norm`` where requested, else None."""
     grad_m = grad_g / norm if ctx.needs_input_grad[ctx.m_index] else None
     grad_norm = -grad_g * g / norm if ctx.needs_input_grad[ctx.m_index + 1] else None
@@ -86,7 +95,16 @@ class ScaledOutput(torch.autograd.Function):
     """Output of a DoRA layer without dropout on the base path, given ``result = W0 x + bias`` and ``h = A x``."""
 
     @staticmethod
-    def forward(ctx, result, h, lora_B, magnitude, norm, scaling: float, bias):
+    def forward(
+        ctx: Any,
+        result: torch.Tensor,
+        h: torch.Tensor,
+        lora_B: torch.Tensor,
+        magnitude: torch.Tensor,
+        norm: torch.Tensor,
+        scaling: float,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         g = magnitude / norm  # (out,) fp32
         ctx.keep_output = keeps_output(bias, result.dtype)
         if ctx.keep_output:
@@ -100,28 +118,29 @@ class ScaledOutput(torch.autograd.Function):
             saved = y  # shared with whatever the model saves of y
         else:  # inner = (result - bias) + s B h, exact where (y - bias) / g would not be
             base = (result if bias is None else result - bias).reshape(-1, result.shape[-1])  # (tokens, out)
-            saved = torch.addmm(base.to(h.dtype), h.reshape(-1, h.shape[-1]), scaling * lora_B.t().to(h.dtype))
+            saved = torch.addmm(base.to(h.dtype), _rows(h), scaling * lora_B.t().to(h.dtype))
         ctx.save_for_backward(h, lora_B, g, norm, saved)
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, lora_B, g, norm, saved = ctx.saved_tensors
         s = ctx.scaling
         dtype = h.dtype
         gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, out)
         gyc = gy.to(dtype)
-        h2 = h.reshape(-1, h.shape[-1])  # (tokens, r)
+        h2 = _rows(h)  # (tokens, r)
         grad_result = grad_y * g.to(grad_y.dtype) if ctx.needs_input_grad[0] else None
         grad_h = (gyc @ (lora_B * (s * g).unsqueeze(1)).to(dtype)).view(h.shape) if ctx.needs_input_grad[1] else None
         grad_B = grad_m = grad_norm = None
         if ctx.needs_input_grad[2]:
             grad_B = ((gyc.t() @ h2) * (s * g).unsqueeze(1).to(dtype)).to(lora_B.dtype)  # (out, r)
         if ctx.need_g:
+            acc = torch.promote_types(torch.float32, dtype)  # fp32 sums for half precision, fp64 stays fp64
             if ctx.keep_output:
-                grad_g = (gy * saved.reshape(gy.shape)).sum(0, dtype=torch.float32) / g  # inner = y / g
+                grad_g = (gy * saved.reshape(gy.shape)).sum(0, dtype=acc) / g  # inner = y / g
             else:
-                grad_g = (gyc * saved).sum(0, dtype=torch.float32)
+                grad_g = (gyc * saved).sum(0, dtype=acc)
             grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
         return grad_result, grad_h, grad_B, grad_m, grad_norm, None, None
 
@@ -130,7 +149,18 @@ class DropoutOutput(torch.autograd.Function):
     """Output of a DoRA layer with the paper's dropout, given ``x``, ``noise = dropout(ones)`` and ``result``."""
 
     @staticmethod
-    def forward(ctx, x, noise, result, lora_A, lora_B, magnitude, norm, weight, scaling: float):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        result: torch.Tensor,
+        lora_A: torch.Tensor,
+        lora_B: torch.Tensor,
+        magnitude: torch.Tensor,
+        norm: torch.Tensor,
+        weight: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
         g = magnitude / norm  # (out,)
         keep = noise.bool()  # (..., in): a quarter of noise's memory
         kept_value = noise.amax()  # 1 / (1 - p) exactly as the dropout computed it
@@ -140,7 +170,7 @@ class DropoutOutput(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, keep, kept_value, h, base_d, lora_A, lora_B, magnitude, norm, weight = ctx.saved_tensors
         s = ctx.scaling
         g = magnitude / norm  # (out,)
@@ -149,7 +179,8 @@ class DropoutOutput(torch.autograd.Function):
         sg = (s * g).unsqueeze(1).to(dtype)  # (out, 1)
         gy_h = gy.t() @ h  # (out, r): dL/dy^T h
         grad_B = (gy_h * sg).to(lora_B.dtype)
-        grad_g = (gy * base_d).sum(0, dtype=torch.float32) + s * (lora_B * gy_h).sum(1, dtype=torch.float32)
+        acc = torch.promote_types(torch.float32, dtype)  # fp32 sums for half precision, fp64 stays fp64
+        grad_g = (gy * base_d).sum(0, dtype=acc) + s * (lora_B * gy_h).sum(1, dtype=acc)
         grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
         grad_h = gy @ (lora_B.to(dtype) * sg)  # (tokens, r)
         noise = keep.reshape(-1, keep.shape[-1]).to(dtype).mul_(kept_value)  # (tokens, in)

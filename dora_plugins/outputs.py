@@ -27,8 +27,11 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import OutputError
+
+T = TypeVar("T")
 
 PARTIAL_PREFIX = ".dora-partial-"
 # .dora-partial-<host hash>-<pid>-<random>[-old|-target]: the host and pid tell whether its writer may still run.
@@ -98,18 +101,19 @@ def _check_creatable(path: Path, option: str) -> None:
         raise OutputError(f"{option} {path}: folder {existing} is not writable. Choose a folder you can write to.")
 
 
-def replace_directory(target: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def replace_directory(target: str | os.PathLike, write: Callable[[Path], T]) -> T:
     """Run ``write(folder)`` on a new folder beside ``target``, then swap it in atomically (see the module docs).
 
-    If ``write`` fails, ``target`` is untouched and the new folder is removed.
+    Returns what ``write`` returned. If ``write`` fails, ``target`` is untouched and the new folder is removed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target.parent)
     new = make_partial(target.parent)
     try:
-        write(new)
+        written = write(new)
         swap_in(new, target)
+        return written
     finally:
         shutil.rmtree(new, ignore_errors=True)  # after a swap this holds the old contents
 
@@ -217,7 +221,7 @@ def remove_stale_partials(parent: Path) -> None:
 
 def _stale(entry: Path) -> bool:
     match = _PARTIAL.fullmatch(entry.name)
-    return bool(match) and match.group(1) == _HOST and not _alive(int(match.group(2)))
+    return match is not None and match.group(1) == _HOST and not _alive(int(match.group(2)))
 
 
 def _alive(pid: int) -> bool:

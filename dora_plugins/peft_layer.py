@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from peft.utils.integrations import dequantize_bnb_weight, gather_params_ctx
 from torch import nn
 
 from . import dora, inference, kernels
+from .errors import ConfigError
 
 logger = logging.getLogger("dora_plugins")
 _announced: set[str] = set()  # adapter names whose layer was named in the log, once per process
@@ -38,12 +40,13 @@ def base_weight(base: nn.Module) -> torch.Tensor:
     CPU resets the layer's quantization state, so that its next forward fails; and its type checks break a
     ``torch.compile`` graph.
     """
-    kind = type(base.weight).__name__
+    weight = cast(nn.Parameter, base.weight)  # nn.Module.__getattr__ types it Tensor | Module
+    kind = type(weight).__name__
     if kind == "Int8Params":
-        return dequantize_bnb_weight(base.weight, state=base.state)
+        return dequantize_bnb_weight(weight, state=base.state)
     if kind == "Params4bit":
-        return dequantize_bnb_weight(base.weight)
-    return base.weight
+        return dequantize_bnb_weight(weight)
+    return weight
 
 
 class DoraMagnitude(nn.Module):
@@ -51,35 +54,47 @@ class DoraMagnitude(nn.Module):
 
     Stored as ``lora_magnitude_vector[adapter].weight``, PEFT's name: TRL keeps parameters with
     that name in fp32 for k-bit training. It caches nothing (see :mod:`dora_plugins.inference`).
+    ``magnitude_only``: the module computes ``W' = m * W0 / ||W0||`` (see :mod:`dora_plugins.magnitude_only`).
     """
 
-    def __init__(self, magnitude: torch.Tensor, detach_norm: bool = True, dropout_mode: str = "paper"):
+    def __init__(
+        self, magnitude: torch.Tensor, detach_norm: bool = True, dropout_mode: str = "paper", magnitude_only=False
+    ):
         super().__init__()
         self.weight = nn.Parameter(magnitude, requires_grad=True)
         self.detach_norm = detach_norm
         self.dropout_mode = dropout_mode
+        self.magnitude_only = magnitude_only
 
     def extra_repr(self) -> str:
-        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}, dropout_mode={self.dropout_mode!r}"
+        only = ", magnitude_only=True" if self.magnitude_only else ""
+        return f"out={self.weight.shape[0]}, detach_norm={self.detach_norm}, dropout_mode={self.dropout_mode!r}{only}"
 
 
 class DoraVariant(lora_layer.LoraVariant):
     """PEFT's variant interface, answered with :mod:`dora_plugins.dora`."""
 
+    # The methods below take lora.Linear, PEFT's LoraVariant declares LoraLayer: this variant is only registered
+    # for lora.Linear and its bitsandbytes subclasses, whose attributes it reads.
     @staticmethod
-    def init(module: lora_layer.Linear, adapter_name: str, config=None, **kwargs) -> None:
+    def init(  # type: ignore[override]
+        module: lora_layer.Linear, adapter_name: str, config: LoraConfig | None = None, **kwargs: Any
+    ) -> None:
         if "lora_magnitude_vector" not in module.adapter_layer_names:
             module.adapter_layer_names = module.adapter_layer_names[:] + ("lora_magnitude_vector",)
         base = module.get_base_layer()
-        lora_A, lora_B, scaling = DoraVariant._factors(module, adapter_name)
+        magnitude_only = getattr(config, "is_magnitude_only", lambda name: False)(kwargs.get("target_name", ""))
+        if magnitude_only:
+            _freeze_factors(module, adapter_name)
+        lora_A, lora_B, scaling = DoraVariant._direction(module, adapter_name, magnitude_only)
         if lora_A.is_meta or base.weight.is_meta:  # low_cpu_mem_usage: the values arrive with the state dict
-            magnitude = torch.empty(module.out_features, dtype=lora_A.dtype, device="meta")
+            magnitude = torch.empty(lora_B.shape[0], dtype=lora_A.dtype, device="meta")
         else:
             with gather_params_ctx(base.parameters()):  # DeepSpeed ZeRO-3 shards the base weight
                 weight = base_weight(base)
                 magnitude = dora.weight_norm(weight, lora_A, lora_B, scaling).to(lora_A.dtype)
         module.lora_magnitude_vector[adapter_name] = DoraMagnitude(
-            magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper")
+            magnitude, getattr(config, "detach_norm", True), getattr(config, "dropout_mode", "paper"), magnitude_only
         )
         inference.install_generate_hook()
         if adapter_name not in _announced:
@@ -88,58 +103,91 @@ class DoraVariant(lora_layer.LoraVariant):
 
     @staticmethod
     def _factors(module: lora_layer.Linear, adapter: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-        return module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter]
+        return DoraVariant._direction(module, adapter, DoraVariant._magnitude(module, adapter).magnitude_only)
+
+    @staticmethod
+    def _direction(
+        module: lora_layer.Linear, adapter: str, magnitude_only: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``A`` (r, in), ``B`` (out, r) and the scaling that the DoRA math uses.
+
+        A magnitude-only module is DoRA with a direction update of rank 0: the same math, on empty factors
+        (``||W0 + s B A|| = ||W0||``, ``g * (W0 x) + bias``, merge ``g * W0``); its saved factors are never read.
+        """
+        # nn.Module.__getattr__ types every submodule attribute Tensor | Module: the casts live here only.
+        lora_A = cast(torch.Tensor, module.lora_A[adapter].weight)
+        lora_B = cast(torch.Tensor, module.lora_B[adapter].weight)
+        if magnitude_only:  # only the dtype and device of the saved factors: x arrives in that dtype
+            lora_A, lora_B = lora_A.new_empty(0, lora_A.shape[1]), lora_B.new_empty(lora_B.shape[0], 0)
+        return lora_A, lora_B, module.scaling[adapter]
+
+    @staticmethod
+    def _magnitude(module: lora_layer.Linear, adapter: str) -> DoraMagnitude:
+        return cast(DoraMagnitude, module.lora_magnitude_vector[adapter])
+
+    @staticmethod
+    def _bias(module: lora_layer.Linear) -> torch.Tensor | None:
+        return cast("torch.Tensor | None", module.get_base_layer().bias)
 
     @staticmethod
     def _norm(module: lora_layer.Linear, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
         return dora.weight_norm(base_weight(module.get_base_layer()), lora_A, lora_B, scaling)
 
     @staticmethod
-    def merge_safe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+    def merge_safe(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> torch.Tensor:
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         # The norm comes from the weight as forward sees it, without previously merged adapters.
         with module._unmerged_base_weight(safe_merge=True) as unmerged:
             norm = dora.weight_norm(unmerged, lora_A, lora_B, scaling)
         module._cache_store(f"{active_adapter}-weight_norm", norm)
-        magnitude = module.lora_magnitude_vector[active_adapter].weight
+        magnitude = DoraVariant._magnitude(module, active_adapter).weight
         # Merged from the weight as it is now: replaying earlier merges rebuilt it, not bit for bit in low precision.
         weight = base_weight(module.get_base_layer()).detach()
         return dora.merged_weight(weight, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
-    def merge_unsafe(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> None:
+    def merge_unsafe(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> None:
         orig_weight.data = DoraVariant.merge_safe(module, active_adapter, orig_weight)
 
     @staticmethod
-    def unmerge(module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+    def unmerge(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, orig_weight: torch.Tensor
+    ) -> torch.Tensor:
         norm = module._cache_pop(f"{active_adapter}-weight_norm")
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
-        magnitude = module.lora_magnitude_vector[active_adapter].weight
+        magnitude = DoraVariant._magnitude(module, active_adapter).weight
         return dora.unmerged_weight(orig_weight.data, lora_A, lora_B, scaling, magnitude, norm)
 
     @staticmethod
-    def forward(module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs):
+    def forward(  # type: ignore[override]
+        module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
         base = module.get_base_layer()
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
-        magnitude = module.lora_magnitude_vector[active_adapter]
+        magnitude = DoraVariant._magnitude(module, active_adapter)
         if not module.training and not torch.is_grad_enabled():  # inference: g, s g B and (1 - g) bias
             factors = inference.cached(
                 magnitude,
                 (scaling, lora_A.dtype),
                 lambda: kernels.scale_factors(
                     lora_B, scaling, magnitude.weight / DoraVariant._norm(module, lora_A, lora_B, scaling),
-                    base.bias, lora_A.dtype,
+                    DoraVariant._bias(module), lora_A.dtype,
                 ),
             )  # fmt: skip
             return kernels.scaled_output(result, F.linear(x, lora_A), *factors)
         dropout = module.lora_dropout[active_adapter]
-        active_dropout = None if isinstance(dropout, nn.Identity) or not module.training else dropout
+        unused = magnitude.magnitude_only and magnitude.dropout_mode == "lora_branch"  # no LoRA branch to drop
+        active_dropout = None if isinstance(dropout, nn.Identity) or not module.training or unused else dropout
         weight = base_weight(base)
         return dora.dora_forward(
             x,
             result,
             weight=weight,
-            bias=base.bias,
+            bias=DoraVariant._bias(module),
             lora_A=lora_A,
             lora_B=lora_B,
             scaling=scaling,
@@ -148,6 +196,24 @@ class DoraVariant(lora_layer.LoraVariant):
             dropout=active_dropout,
             dropout_mode=magnitude.dropout_mode,
         )
+
+
+def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
+    """Turn a magnitude-only module's factors into zero buffers.
+
+    They keep PEFT's names and shapes, so the adapter saves and loads as plain DoRA (stock PEFT reads B = 0,
+    hence the same function; with A = 0 too, training it there leaves them 0). As buffers, whatever
+    ``requires_grad_`` or PEFT's ``set_adapter`` does, they are not trainable parameters: no optimizer state, no
+    count in the trainable parameters, and no unused parameter for DistributedDataParallel to wait for.
+    """
+    device = cast(
+        torch.Tensor, module.get_base_layer().weight
+    ).device  # never meta beside a real base: their values are known
+    for factor in (module.lora_A[adapter], module.lora_B[adapter]):
+        weight = cast(torch.Tensor, factor.weight)
+        zeros = torch.zeros(weight.shape, dtype=weight.dtype, device=device)
+        del factor.weight
+        factor.register_buffer("weight", zeros)
 
 
 class DoraLinear(lora_layer.Linear):
@@ -197,13 +263,26 @@ class Bitsandbytes8bit(metaclass=_Bitsandbytes8bitMeta):
 
 @functools.cache
 def _with_our_variant(peft_cls: type) -> type:
-    """A subclass of PEFT's bitsandbytes LoRA layer whose DoRA variant is ours."""
+    """A subclass of PEFT's bitsandbytes LoRA layer whose DoRA variant is ours.
+
+    PEFT's bitsandbytes layers do not pass the module's name on to ``update_layer``, where our variant needs it
+    (magnitude-only modules): the subclass keeps it from construction.
+    """
+
+    def __init__(self, base_layer, adapter_name: str, config, **kwargs):
+        self._dora_target_name = kwargs.get("target_name", "")  # a str: allowed before nn.Module.__init__
+        peft_cls.__init__(self, base_layer, adapter_name, config=config, **kwargs)  # type: ignore[misc]
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha, config, **kwargs):
+        kwargs.setdefault("target_name", self._dora_target_name)
+        return peft_cls.update_layer(self, adapter_name, r, lora_alpha, config=config, **kwargs)  # type: ignore[attr-defined]
 
     def resolve_lora_variant(self, *, config, **kwargs):
         variant = peft_cls.resolve_lora_variant(self, config=config, **kwargs)
         return DoraVariant() if type(variant).__name__ == "DoraLinearVariant" else variant
 
-    return type(f"Dora{peft_cls.__name__}", (peft_cls,), {"resolve_lora_variant": resolve_lora_variant})
+    methods = {"__init__": __init__, "update_layer": update_layer, "resolve_lora_variant": resolve_lora_variant}
+    return type(f"Dora{peft_cls.__name__}", (peft_cls,), methods)
 
 
 def dora_linear_4bit(target, adapter_name: str, **kwargs):
@@ -220,7 +299,32 @@ def dora_linear_8bit(target, adapter_name: str, **kwargs):
     return _with_our_variant(lora_bnb.Linear8bitLt)(target, adapter_name, **kwargs)
 
 
-CUSTOM_MODULES = {PlainLinear: DoraLinear, Bitsandbytes4bit: dora_linear_4bit, Bitsandbytes8bit: dora_linear_8bit}
+class _AnyLayerMeta(type):
+    def __instancecheck__(cls, layer) -> bool:
+        return True
+
+
+class OtherLayer(metaclass=_AnyLayerMeta):
+    """Matches any layer that the entries before it in :data:`CUSTOM_MODULES` do not."""
+
+
+def refuse_magnitude_only(target, adapter_name: str, config=None, **kwargs) -> None:
+    """``None`` (PEFT's own dispatch and DoRA take the layer), or a ``ConfigError`` for a magnitude-only module:
+    PEFT's DoRA would train its factors."""
+    name = kwargs.get("target_name", "")
+    if getattr(config, "is_magnitude_only", lambda name: False)(name):
+        raise ConfigError(
+            f"Module '{name}' ({type(target).__name__}) cannot be magnitude-only: dora-plugins runs magnitude-only "
+            "modules on nn.Linear layers, plain or bitsandbytes 4-bit/8-bit. Remove it from magnitude_only_modules."
+        )
+
+
+CUSTOM_MODULES = {
+    PlainLinear: DoraLinear,
+    Bitsandbytes4bit: dora_linear_4bit,
+    Bitsandbytes8bit: dora_linear_8bit,
+    OtherLayer: refuse_magnitude_only,  # last: PEFT tries the entries in order
+}
 _routing = {"enabled": False}
 
 
@@ -231,7 +335,8 @@ def route_peft(enable: bool = True) -> None:
     created afterwards.
     """
     if not getattr(LoraConfig.__post_init__, "_dora_plugins_routed", False):
-        LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)
+        # Patched on the class, so that configs built by PEFT, TRL and lm-eval route too.
+        LoraConfig.__post_init__ = _routed(LoraConfig.__post_init__)  # type: ignore[method-assign]
     if enable and not _routing["enabled"]:
         logger.info("LoraConfig(use_dora=True) runs dora-plugins' DoRA layer (DORA_PLUGINS_ROUTE=0: PEFT's own)")
     _routing["enabled"] = enable

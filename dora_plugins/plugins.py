@@ -1,6 +1,7 @@
 """The one plugin manager: built-ins from an explicit list, third parties from entry points.
 
-This is the only module that calls hooks; everything else asks it (``get_adapter_presets()``, ...).
+This is the only module that calls hooks; everything else asks it: ``lookup(kind, name)`` for one item,
+``get_benchmarks()`` and its siblings for all of a kind.
 ``DORA_PLUGINS_LOAD`` (comma-separated entry point names; empty means none) limits which
 third-party plugins load, like ``LLM_LOAD_PLUGINS`` in simonw/llm.
 """
@@ -17,7 +18,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, UnknownNameError
+from .suggestions import did_you_mean
 
 ENTRY_POINT_GROUP = "dora_plugins"
 BUILTIN_PLUGINS = ("dora_plugins.builtin",)
@@ -133,6 +135,28 @@ def get_benchmarks() -> dict[str, Registered]:
 def get_answer_extractors() -> dict[str, Registered]:
     """Answer extractors by name; each value is ``(text, benchmark, options) -> label``."""
     return _collect("dora_answer_extractors")
+
+
+def lookup(kind: str, name: str) -> Registered:
+    """The registered ``kind`` ("preset", "benchmark" or "extractor") called ``name``.
+
+    An unknown name raises :class:`UnknownNameError` naming the closest registered name and all of them.
+    """
+    noun, hook, get_all = _KINDS[kind]
+    items = get_all()
+    if name not in items:
+        raise UnknownNameError(
+            f"Unknown {noun} '{name}'.{did_you_mean(name, items)} Available: {', '.join(items)}. "
+            f"They come from the {hook} hook ('dora plugins' lists them)."
+        )
+    return items[name]
+
+
+_KINDS = {
+    "preset": ("preset", "dora_adapter_presets", get_adapter_presets),
+    "benchmark": ("benchmark", "dora_benchmarks", get_benchmarks),
+    "extractor": ("answer extractor", "dora_answer_extractors", get_answer_extractors),
+}
 
 
 def reset() -> None:

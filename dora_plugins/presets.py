@@ -5,16 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import ConfigError
-from .plugins import get_adapter_presets
+from .plugins import lookup
 from .suggestions import did_you_mean
 
 
 def adapter_config(name: str, **overrides):
     """The ``peft.LoraConfig`` of preset ``name`` ("dora", "dora_half", "lora", or a plugin's), with overrides."""
-    presets = get_adapter_presets()
-    if name not in presets:
-        raise ConfigError(_unknown("preset", name, presets))
-    factory = presets[name].value
+    factory = lookup("preset", name).value
     try:
         return factory(**overrides)
     except TypeError as exc:
@@ -26,7 +23,3 @@ def adapter_config(name: str, **overrides):
             " ".join(f"Unknown option '{key}' for preset '{name}'.{did_you_mean(key, config_fields)}" for key in bad)
             + " Options are the fields of peft.LoraConfig."
         ) from exc
-
-
-def _unknown(kind: str, value: str, known) -> str:
-    return f"Unknown {kind} '{value}'.{did_you_mean(value, known)} Available: {', '.join(sorted(known))}"

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .benchmarks import load_llm_adapters, options_from_instruction
-from .errors import DataError
+from .errors import DataError, UnknownNameError
 from .extract import explain_answer, get_extractor
-from .plugins import get_benchmarks
+from .plugins import get_benchmarks, lookup
 from .records import located_records, optional_texts, require_field, require_object
-from .suggestions import did_you_mean
 
 DEFAULT_METHODS = ("original", "improved")  # the paper's extractor and ours; any registered name works
 _ROW_FIELDS = ("answer", "output_pred")
@@ -124,7 +123,10 @@ def _benchmark_of(record: Mapping, where: str, fallback: str | None, names: list
             f"{where}: no benchmark: the row has no 'benchmark' field and the file name ends with none. Name the "
             f"file after it (e.g. LLaMA-7B-DoRA-boolq.json) or pass --benchmark; known: {', '.join(names)}"
         )
-    raise DataError(f"{where}: unknown benchmark '{name}'.{did_you_mean(name, names)} Known: {', '.join(names)}")
+    try:
+        return lookup("benchmark", name).name
+    except UnknownNameError as exc:
+        raise DataError(f"{where}: {exc}") from None
 
 
 def _options(record: Mapping, where: str, benchmark: str, data_dir: Path | None, items: dict) -> list[str] | None:

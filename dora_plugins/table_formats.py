@@ -21,12 +21,14 @@ def render(rows: list[Row], fmt: str = "text") -> str:
         return json.dumps([_record(row) for row in rows], indent=2, ensure_ascii=False)
     import pytablewriter
     from pytablewriter.style import Style
+    from pytablewriter.writer import AbstractTableWriter
     from typepy import Integer, RealNumber, String
 
     headers = ["Run", "Method", *COLUMNS, "Unread", "Protocol"]
     if fmt in ("text", "markdown"):  # one decimal everywhere, "-" where there is no number
-        writer_class = pytablewriter.SpaceAlignedTableWriter if fmt == "text" else pytablewriter.MarkdownTableWriter
-        matrix = [
+        text_writer = pytablewriter.SpaceAlignedTableWriter if fmt == "text" else pytablewriter.MarkdownTableWriter
+        writer_class: type[AbstractTableWriter] = text_writer
+        matrix: list[list[object]] = [
             [row.run, row.method, *map(_percent, row.cells()), _count(row.unread), row.protocol_text] for row in rows
         ]
         writer = writer_class(headers=headers, value_matrix=matrix, type_hints=[String] * len(headers), margin=1)

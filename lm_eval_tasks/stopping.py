@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ _PATCHED = "__dora_plugins_per_candidate__"
 _INIT_PARAMETERS = ("sequence", "tokenizer", "initial_decoder_input_length", "batch_size")
 
 
-def check_each_candidate(criteria_cls: type) -> None:
+def check_each_candidate(criteria_cls: type[Any]) -> None:
     """Wrap ``criteria_cls.__call__`` (lm-eval's ``MultiTokenEOSCriteria``) as the module docstring says; idempotent."""
     call = criteria_cls.__call__
     if getattr(call, _PATCHED, False):
@@ -46,7 +47,7 @@ def check_each_candidate(criteria_cls: type) -> None:
         return candidates_ending_in_stop_sequence(self, input_ids)
 
     setattr(__call__, _PATCHED, True)
-    criteria_cls.__call__ = __call__
+    criteria_cls.__call__ = __call__  # type: ignore[method-assign]  # patched on lm-eval's class, which it builds
 
 
 def candidates_ending_in_stop_sequence(criteria, input_ids: torch.Tensor) -> torch.Tensor:

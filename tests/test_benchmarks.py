@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
+from helpers import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import (

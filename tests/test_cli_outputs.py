@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama
 from peft import get_peft_model
 
 from dora_plugins import DoraConfig

@@ -10,10 +10,8 @@ import random
 import pytest
 import torch
 import torch._dynamo
-from conftest import TARGETS, make_tiny_llama
+from helpers import MUTABLE, TARGETS, make_tiny_llama, max_rel, params, perturb_adapters
 from peft import LoraConfig, get_peft_model
-from test_mutations import KINDS, params
-from test_peft_equivalence import max_rel, perturb_adapters
 from torch import nn
 
 from dora_plugins import DoraConfig
@@ -48,6 +46,8 @@ def llama(bias: bool):
 
 
 PASSES = ((True, True), (False, True), (False, False))  # (train, grad): training, eval with and without grad
+QKV = ["q_proj", "k_proj", "v_proj"]
+MAGNITUDE_ONLY = ["o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @pytest.mark.slow
@@ -63,8 +63,10 @@ def test_plain_lora_has_no_graph_break_the_baseline():
         (dict(lora_dropout=0.0), False),
         (dict(lora_dropout=0.1), True),
         (dict(lora_dropout=0.1, dropout_mode="lora_branch"), False),
+        (dict(lora_dropout=0.0, target_modules=QKV, magnitude_only_modules=MAGNITUDE_ONLY), False),
+        (dict(lora_dropout=0.1, target_modules=["up_proj"], magnitude_only_modules=QKV), True),  # biased q, k, v
     ],
-    ids=["no_dropout", "paper_dropout-bias", "branch_dropout"],
+    ids=["no_dropout", "paper_dropout-bias", "branch_dropout", "magnitude_only", "magnitude_only-paper_dropout-bias"],
 )
 def test_our_layer_adds_no_graph_break_to_a_llama(config, bias):
     ours = get_peft_model(llama(bias), DoraConfig(r=4, lora_alpha=8, **config))
@@ -107,7 +109,7 @@ def test_compiled_model_sees_in_place_changes_and_mode_switches():
     x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
     rng = random.Random(0)
     for step in range(24):
-        kind = rng.choice([k for k in KINDS if params(model, k)])
+        kind = rng.choice([k for k in MUTABLE if params(model, k)])
         change = rng.choice(["data", "new_storage", "mode"])
         if change == "data":
             for p in params(model, kind):

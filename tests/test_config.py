@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama
 from peft import LoraConfig, get_peft_model
 
 from dora_plugins import DoraConfig

@@ -1,8 +1,10 @@
-"""``dora demo``: the bundled sample is real data, the local model and tokenizer work, and the quick demo
-trains, merges and scores end to end with the real TRL / PEFT / lm-eval stack."""
+"""``dora demo``: the bundled sample is real data and its training records are disjoint from its evaluation items,
+the local model and tokenizer work, and the quick demo trains LoRA and DoRA, merges, scores and analyzes end to end
+with the real TRL / PEFT / lm-eval stack."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -10,59 +12,103 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA, requires_shared_data
 
 from dora_plugins.cli import demo
+from dora_plugins.cli.demo_table import COLUMNS, FILTERS, GROUP, PAPER_LLAMA2_7B_DORA
 
-TRAINED = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")  # the LLM-Adapters train files we sample
+BENCHMARKS = [b for b, _, _ in COLUMNS]
+WITH_TRAIN_FILE = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")  # LLM-Adapters has their train.json
+SHARED_LABELS = ("social_i_qa", "ARC-Easy", "ARC-Challenge", "openbookqa")  # all answer with answer1..answer5
+EVAL_ITEMS = 40  # per benchmark
+# training records per benchmark: 50 per family of labels (true/false, solution, ending, option, answer)
+TRAIN_RECORDS = {benchmark: 25 if benchmark in SHARED_LABELS else 50 for benchmark in BENCHMARKS}
+HELLASWAG_SOURCE = "generations/Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl"
 
 
 def _load(path: Path):
     return json.loads(path.read_text())
 
 
-def test_training_sample_is_the_first_100_records_of_each_train_file():
-    expected = [r for b in TRAINED for r in _load(SHARED_DATA / "llm_adapters" / b / "train.json")[:100]]
-    assert _load(demo.TRAIN_FILE) == expected
+def _hellaswag_records(indices: range) -> list[dict]:
+    """LLM-Adapters records of HellaSwag validation items, from the instructions the DoRA evaluation logged."""
+    source = SHARED_DATA / HELLASWAG_SOURCE
+    rows = {row["index"]: row for row in map(json.loads, source.read_text().splitlines())}
+    return [
+        {"instruction": rows[i]["instruction"], "input": "", "output": f"the correct answer is {rows[i]['answer']}",
+         "answer": rows[i]["answer"]}
+        for i in indices
+    ]  # fmt: skip
+
+
+def _training_records(benchmark: str) -> list[dict]:
+    """What the bundled sample holds for ``benchmark``: its train.json's first records where LLM-Adapters has
+    one, otherwise test items after those of the evaluation sample."""
+    folder, count = SHARED_DATA / "llm_adapters" / benchmark, TRAIN_RECORDS[benchmark]
+    if benchmark == "hellaswag":
+        return _hellaswag_records(range(EVAL_ITEMS, EVAL_ITEMS + count))
+    if benchmark in WITH_TRAIN_FILE:
+        return _load(folder / "train.json")[:count]
+    return _load(folder / "test.json")[EVAL_ITEMS : EVAL_ITEMS + count]
+
+
+@requires_shared_data
+def test_training_sample_holds_real_records_of_all_eight_benchmarks():
+    assert _load(demo.TRAIN_FILE) == [record for b in BENCHMARKS for record in _training_records(b)]
 
 
 # The parameter is not called "benchmark": pytest-benchmark owns that fixture name.
-@pytest.mark.parametrize("name", [b for b, _, _ in demo.COLUMNS if b != "hellaswag"])
+@requires_shared_data
+@pytest.mark.parametrize("name", [b for b in BENCHMARKS if b != "hellaswag"])
 def test_eval_sample_is_the_first_40_items_of_the_test_file(name):
-    expected = _load(SHARED_DATA / "llm_adapters" / name / "test.json")[:40]
+    expected = _load(SHARED_DATA / "llm_adapters" / name / "test.json")[:EVAL_ITEMS]
     assert _load(demo.EVAL_DIR / name / "test.json") == expected
 
 
+@requires_shared_data
 def test_hellaswag_sample_is_built_from_the_logged_real_instructions():
-    source = SHARED_DATA / "generations" / "Dora-coursework__LLaMA-7B-DoRA__earlier__hellaswag.jsonl"
-    rows = {row["index"]: row for row in map(json.loads, source.read_text().splitlines())}
     items = _load(demo.EVAL_DIR / "hellaswag" / "test.json")
-    assert len(items) == 40
-    for index, item in enumerate(items):
-        assert item == {
-            "instruction": rows[index]["instruction"],
-            "input": "",
-            "output": f"the correct answer is {rows[index]['answer']}",
-            "answer": rows[index]["answer"],
-        }
-        assert item["instruction"].endswith("Answer format: ending1/ending2/ending3/ending4")
+    assert items == _hellaswag_records(range(EVAL_ITEMS))
+    assert all(item["instruction"].endswith("Answer format: ending1/ending2/ending3/ending4") for item in items)
+
+
+def test_training_records_are_in_the_paper_format_and_never_an_evaluation_item():
+    from dora_plugins.benchmarks import options_from_instruction
+    from dora_plugins.extract import extract_answer
+
+    records = _load(demo.TRAIN_FILE)
+    assert len(records) == sum(TRAIN_RECORDS.values()) == 300
+    start = 0
+    for benchmark in BENCHMARKS:
+        mine, start = records[start : start + TRAIN_RECORDS[benchmark]], start + TRAIN_RECORDS[benchmark]
+        for record in mine:
+            assert record["output"] == f"the correct answer is {record['answer']}" and record["input"] == ""
+            options = options_from_instruction(record["instruction"])
+            assert extract_answer(record["output"], benchmark, options=options) == record["answer"]
+        evaluated = {item["instruction"] for item in _load(demo.EVAL_DIR / benchmark / "test.json")}
+        assert not evaluated & {record["instruction"] for record in mine}
+        assert len({record["answer"] for record in mine}) > 1  # not one label everywhere
 
 
 def test_eval_sample_is_a_data_dir_for_every_registered_benchmark():
     from dora_plugins.benchmarks import load_llm_adapters
     from dora_plugins.plugins import get_benchmarks
 
-    assert {b for b, _, _ in demo.COLUMNS} == set(get_benchmarks())
-    for benchmark, _, _ in demo.COLUMNS:
+    assert set(BENCHMARKS) == set(get_benchmarks())
+    for benchmark in BENCHMARKS:
         items = load_llm_adapters(demo.EVAL_DIR, benchmark)
-        assert len(items) == 40 and all(item["answer"] in get_benchmarks()[benchmark].value.labels for item in items)
+        labels = get_benchmarks()[benchmark].value.labels
+        assert len(items) == EVAL_ITEMS and all(item["answer"] in labels for item in items)
 
 
-def test_sample_is_small_and_carries_the_odc_by_attribution():
+def test_sample_is_small_and_carries_its_attribution_and_licences():
     size = sum(p.stat().st_size for p in demo.DEMO_DATA.rglob("*") if p.is_file())
-    assert size < 500_000
+    assert size < 350_000
     readme = (demo.DEMO_DATA / "README.md").read_text()
     assert "ODC-By" in readme and "AGI-Edgerunners/LLM-Adapters" in readme
+    for licence in ("CC BY-SA 3.0", "AFL 3.0", "CC BY 4.0", "MIT", "CC BY-SA 4.0", "Apache 2.0"):
+        assert licence in readme
+    assert "never one of the evaluation items" in readme
 
 
 def test_tiny_tokenizer_round_trips_and_ends_a_prompt_as_in_training():
@@ -83,8 +129,8 @@ def test_tiny_tokenizer_round_trips_and_ends_a_prompt_as_in_training():
 
 
 def test_paper_row_is_llama2_7b_dora_of_table_1_and_its_average():
-    assert demo.PAPER_LLAMA2_7B_DORA == [71.8, 83.7, 76.0, 89.1, 82.6, 83.7, 68.2, 82.4, 79.7]
-    assert round(sum(demo.PAPER_LLAMA2_7B_DORA[:8]) / 8, 1) == demo.PAPER_LLAMA2_7B_DORA[8]
+    assert PAPER_LLAMA2_7B_DORA == [71.8, 83.7, 76.0, 89.1, 82.6, 83.7, 68.2, 82.4, 79.7]
+    assert round(sum(PAPER_LLAMA2_7B_DORA[:8]) / 8, 1) == PAPER_LLAMA2_7B_DORA[8]
 
 
 def test_importing_the_demo_pulls_in_neither_trl_nor_lm_eval():
@@ -93,67 +139,130 @@ def test_importing_the_demo_pulls_in_neither_trl_nor_lm_eval():
     assert out.strip() == "[]"
 
 
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    """``dora demo --quick --output DIR`` run once, offline, as a user runs it."""
-    output = tmp_path_factory.mktemp("demo") / "run"
+def _run_demo(output: Path, *flags: str) -> tuple[str, str]:
+    """``dora demo [flags] --output DIR``, offline, as a user runs it."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "dora_plugins", "demo", "--quick", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=output.parent,
-        timeout=300,
-    )
+        [sys.executable, "-m", "dora_plugins", "demo", *flags, "--output", str(output)],
+        capture_output=True, text=True, env=env, cwd=output.parent, timeout=900,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return output, result.stdout, result.stderr
+    return result.stdout, result.stderr
 
 
-def test_quick_demo_prints_the_table_and_the_next_commands(quick_demo):
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    output = tmp_path_factory.mktemp("demo") / "run"
+    return output, *_run_demo(output, "--quick")
+
+
+MODELS = [demo.BASE_LABEL] + [label for _, label in demo.METHODS]
+
+
+def _table_rows(stdout: str) -> dict[tuple[str, str], int]:
+    """(model, extractor) -> unread count, from the rows of the printed table."""
+    import re
+
+    rows = re.findall(r"^(.+), (improved|original) \((\d+) unread\) ", stdout, flags=re.MULTILINE)
+    return {(model, extractor): int(unread) for model, extractor, unread in rows}
+
+
+@pytest.mark.slow
+def test_quick_demo_prints_a_row_per_model_and_extractor_and_the_next_commands(quick_demo):
     _, stdout, stderr = quick_demo
     header = next(line for line in stdout.splitlines() if "BoolQ" in line and "Avg." in line)
     assert header.split() == ["BoolQ", "PIQA", "SIQA", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c", "OBQA", "Avg."]
-    assert "tiny DoRA, improved" in stdout and "tiny DoRA, original" in stdout
+    assert list(_table_rows(stdout)) == [(model, name) for model in MODELS for name in FILTERS]
     paper = next(line for line in stdout.splitlines() if line.startswith("paper: LLaMA2-7B DoRA r=32"))
-    assert [float(cell) for cell in paper.split()[-9:]] == demo.PAPER_LLAMA2_7B_DORA
-    assert "dora sft --config llama2_7b_dora" in stdout
+    assert [float(cell) for cell in paper.split()[-9:]] == PAPER_LLAMA2_7B_DORA
+    assert "dora sft --config llama2_7b_dora" in stdout and "dora analyze --base" in stdout
     assert "lm_eval --model hf --model_args pretrained=meta-llama/Llama-2-7b-hf,peft=" in stdout
-    assert "--tasks dora_commonsense" in stdout
-    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
-        assert step in stdout
-    assert "Running generate_until requests" in stderr and "40/40" in stderr  # evaluation and training bars
+    for step in range(1, demo.STEPS + 1):
+        assert f"[{step}/{demo.STEPS}]" in stdout
+    steps = f"{demo.QUICK.max_steps}/{demo.QUICK.max_steps}"
+    for bar in ("Running generate_until requests", steps, "Analyzing checkpoints"):  # progress bars
+        assert bar in stderr
 
 
-def test_quick_demo_keeps_a_loadable_dora_adapter_and_merged_model(quick_demo):
+@pytest.mark.slow
+def test_quick_demo_keeps_loadable_lora_and_dora_adapters_and_merged_models(quick_demo):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     output, _, _ = quick_demo
-    config = _load(output / "adapter" / "adapter_config.json")
-    assert config["peft_type"] == "LORA" and config["use_dora"] is True
-    base = AutoModelForCausalLM.from_pretrained(output / "base")
-    merged = AutoModelForCausalLM.from_pretrained(output / "merged")
-    adapted = PeftModel.from_pretrained(base, output / "adapter").eval()  # stock PEFT, our adapter
-    ids = torch.tensor([[5, 17, 42, 99, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
+    for preset, label in demo.METHODS:
+        config = _load(output / preset / "adapter_config.json")
+        assert config["peft_type"] == "LORA" and config["use_dora"] is (label == "DoRA")
+        assert config["base_model_name_or_path"] == str(output / "base")
+        steps = sorted(int(p.name.split("-")[1]) for p in (output / preset).glob("checkpoint-*"))
+        assert steps == [demo.QUICK.max_steps // 2, demo.QUICK.max_steps]
+        base = AutoModelForCausalLM.from_pretrained(output / "base")
+        merged = AutoModelForCausalLM.from_pretrained(output / f"{preset}-merged")
+        adapted = PeftModel.from_pretrained(base, output / preset).eval()  # stock PEFT
+        ids = torch.tensor([[5, 17, 42, 99, 3]])
+        with torch.no_grad():
+            torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_quick_demo_results_json_matches_lm_eval_scores(quick_demo):
-    output, _, _ = quick_demo
+    output, stdout, _ = quick_demo
     report = _load(output / "results.json")
-    table, results = report["table"], report["lm_eval"]["results"]
+    table = report["table"]
     assert report["settings"] == {**demo.QUICK.__dict__}
-    assert table["items"] == [4] * 8
-    for name in demo.FILTERS:
-        scores = table[name]["scores"]
-        assert scores[:8] == [100 * results[task][f"acc,{name}"] for _, task, _ in demo.COLUMNS]
-        assert scores[8] == pytest.approx(100 * results[demo.GROUP][f"acc,{name}"])  # the group: plain mean
-        assert 0 <= table[name]["unread"] <= 32
-    samples = report["lm_eval"]["samples"]["dora_boolq"]
+    assert table["items"] == [4] * 8 and list(table["models"]) == MODELS
+    printed = _table_rows(stdout)
+    for model in MODELS:
+        results = report["lm_eval"][model]
+        for name in FILTERS:
+            entry = table["models"][model][name]
+            assert entry["scores"][:8] == [100 * results["results"][task][f"acc,{name}"] for _, task, _ in COLUMNS]
+            assert entry["scores"][8] == pytest.approx(100 * results["results"][GROUP][f"acc,{name}"])  # plain mean
+            assert sum(entry["unread"]) == printed[(model, name)]
+            unread = [
+                sum(s["filter"] == name and s["filtered_resps"][0] == "" for s in results["samples"][task])
+                for _, task, _ in COLUMNS
+            ]
+            assert entry["unread"] == unread
+    samples = report["lm_eval"][demo.BASE_LABEL]["samples"]["dora_boolq"]
     assert samples[0]["arguments"][0][0].startswith("Below is an instruction that describes a task.")
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_the_dynamics_and_they_match_the_training_log(quick_demo):
+    output, stdout, _ = quick_demo
+    with open(output / "dynamics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert {(r["run"], r["method"]) for r in rows} == {("lora", "LoRA"), ("dora", "DoRA")}
+    last = demo.QUICK.max_steps
+    for preset, _ in demo.METHODS:
+        # DoraDynamicsCallback logged the same quantities at the last step: the mean over both layers' rows
+        log = _load(output / preset / f"checkpoint-{last}" / "trainer_state.json")["log_history"]
+        logged = next(entry for entry in log if entry["step"] == last and "dora/q_proj/delta_m" in entry)
+        mine = [r for r in rows if r["run"] == preset and r["step"] == str(last) and r["target"] == "q_proj"]
+        assert len(mine) == 2
+        for key in ("delta_m", "delta_d"):
+            assert sum(float(r[key]) for r in mine) / 2 == pytest.approx(logged[f"dora/q_proj/{key}"], rel=1e-5)
+    assert set(_load(output / "dynamics.json")["runs"]) == {"lora", "dora"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install 'dora-plugins[plot]'" in stdout and not (output / "dynamics.png").exists()
+    else:
+        assert (output / "dynamics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_full_demo_learns_the_answer_format_on_every_benchmark(tmp_path):
+    """After training, LoRA and DoRA answer in the trained format: at most 2 unread answers of 40 per benchmark."""
+    stdout, _ = _run_demo(tmp_path / "run")
+    table = _load(tmp_path / "run" / "results.json")["table"]
+    assert table["items"] == [EVAL_ITEMS] * 8
+    for name in FILTERS:
+        assert sum(table["models"][demo.BASE_LABEL][name]["unread"]) > 0.8 * 8 * EVAL_ITEMS
+        for _, label in demo.METHODS:
+            assert max(table["models"][label][name]["unread"]) <= 2, (label, name, table["models"][label][name])
 
 
 def test_without_output_the_work_folder_is_removed_and_failures_propagate(monkeypatch, capsys):

@@ -14,14 +14,14 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 TRAIN = textwrap.dedent(
     """
     import sys, torch, torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
     sys.path.insert(0, sys.argv[2])
-    from conftest import make_tiny_llama
+    from helpers import make_tiny_llama
     from peft import get_peft_model
     from dora_plugins import DoraConfig
 

@@ -6,9 +6,8 @@ import copy
 
 import pytest
 import torch
-from conftest import TARGETS, make_tiny_llama
+from helpers import TARGETS, make_tiny_llama, max_rel, perturb_adapters
 from peft import LoraConfig, get_peft_model
-from test_peft_equivalence import max_rel, perturb_adapters
 from torch import nn
 
 from dora_plugins import DoraConfig, dora

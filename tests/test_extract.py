@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
+from helpers import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager, plugins
 from dora_plugins.benchmarks import BENCHMARKS, get_benchmark, load_llm_adapters, options_from_instruction

@@ -10,9 +10,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import TARGETS, make_tiny_llama
+from helpers import TARGETS, make_tiny_llama, max_rel, perturb_adapters
 from peft import LoraConfig, get_peft_model
-from test_peft_equivalence import max_rel, perturb_adapters
 
 from dora_plugins import DoraConfig, load_adapter
 from dora_plugins.cli import main as dora_main
@@ -142,18 +141,8 @@ def test_corrupt_config_and_pickle_only_adapters_are_refused(saved):
 
 
 def test_adapter_for_another_shape_is_refused_clearly(saved):
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tmp_path, _ = saved
-    wider = LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=96,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=128,
-        )
-    )
+    wider = make_tiny_llama(hidden_size=96)
     with pytest.raises(ValueError, match="does not fit this model"):
         load_adapter(wider, tmp_path / "adapter")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TARGETS, make_tiny_llama
+from helpers import TARGETS, make_tiny_llama, max_rel, perturb_adapters, word_tokenizer
 from peft import LoraConfig, get_peft_model
-from test_peft_equivalence import max_rel, perturb_adapters
 
 from dora_plugins import DoraConfig
 from dora_plugins.peft_layer import DoraVariant
@@ -19,16 +18,6 @@ pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip i
 
 CONFIG = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
 IDS = torch.arange(3, 27).reshape(2, 12)
-
-
-def word_tokenizer():
-    """A word-level tokenizer over the tiny model's 128 ids (``t0``..``t127``), built locally."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(128)}, unk_token="t0"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="t0", eos_token="t2")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import logging
 import lm_eval
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from lm_eval.models.utils_hf import MultiTokenEOSCriteria
 from lm_eval.tasks import TaskManager
 

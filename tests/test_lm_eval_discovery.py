@@ -118,7 +118,7 @@ def imported_at_start(*flags: str) -> dict[str, list[str]]:
 
 
 def test_the_hook_imports_nothing_at_start_but_itself_and_prints_nothing():
-    # Its cost lives in benchmarks/startup_cost.py; here: both hooks import their packages and the stdlib-only
+    # Its cost lives in perf/startup_cost.py; here: both hooks import their packages and the stdlib-only
     # finder base, and nothing heavy loads.
     imports = imported_at_start()
     assert "lm_eval_tasks.startup" in imports and "dora_plugins.startup" in imports, NOT_INSTALLED

@@ -15,10 +15,9 @@ import subprocess
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO, eval_tokenizer, make_tiny_llama
 from peft import get_peft_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from dora_plugins import DoraConfig
 from dora_plugins.benchmarks import BENCHMARKS
@@ -34,32 +33,15 @@ TASKS = {b.task: b.name for b in BENCHMARKS}
 PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
 
-def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on the prompts (so no character is unknown), plus "\\n\\n" as one token."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="</s>")
-    fast.add_tokens(["\n\n"])
-    return fast
-
-
 def build_chain_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     """A LLaMA whose greedy and beam-search continuation of any eval prompt is ANSWER, then EOS."""
     start = tokenizer(eval_prompt("x"), add_special_tokens=False)["input_ids"][-1]
     chain = [start, *tokenizer(ANSWER, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     assert len(set(chain)) == len(chain), "the chain needs distinct tokens"
-    config = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    model = make_tiny_llama(
         vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
     with torch.no_grad():
         model.model.embed_tokens.weight.zero_()
         model.lm_head.weight.zero_()
@@ -78,7 +60,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data_dir = DATA_DIR
     corpus = [eval_prompt(item["instruction"]) for b in TASKS.values() for item in read(data_dir, b)[:2]]
-    tokenizer = build_tokenizer(corpus + [ANSWER] * 50)
+    tokenizer = eval_tokenizer(corpus + [ANSWER] * 50)
     model = build_chain_model(tokenizer)
     tokenizer.save_pretrained(root / "model")
     model.save_pretrained(root / "model")

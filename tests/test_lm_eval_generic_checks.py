@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import islice
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 

@@ -17,7 +17,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from dora_plugins.benchmarks import BENCHMARKS
 

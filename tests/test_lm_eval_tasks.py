@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
+from helpers import REPO, SHARED_DATA, requires_shared_data, shared_files
 from lm_eval.tasks import TaskManager
 
 from dora_plugins.benchmarks import BENCHMARKS, DataError, load_llm_adapters

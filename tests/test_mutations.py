@@ -14,8 +14,8 @@ import random
 
 import pytest
 import torch
+from helpers import MUTABLE, max_rel, params
 from peft import LoraConfig, get_peft_model
-from test_peft_equivalence import max_rel
 from torch import nn
 
 from dora_plugins import DoraConfig
@@ -39,16 +39,9 @@ def build(bias: bool, seed: int):
     return ours, stock
 
 
-def params(model, kind: str) -> list[nn.Parameter]:
-    return [p for name, p in model.named_parameters() if kind in name and p is not None]
-
-
-KINDS = ("lora_A", "lora_B", "lora_magnitude_vector", "base_layer.weight", "base_layer.bias")
-
-
 def mutate(rng: random.Random, ours, stock) -> str:
     """Apply one random change, the same to both models, and name it."""
-    kind = rng.choice([k for k in KINDS if params(ours, k)])
+    kind = rng.choice([k for k in MUTABLE if params(ours, k)])
     factor = rng.choice([0.5, 1.7, -1.0, 3.0])
     merged = ours.base_model.model[0].merged
     changes = ["data", "no_grad", "new_storage", "load", "load_assign", "mode", "scale", "merge"]

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TARGETS, make_tiny_llama
+from helpers import TARGETS, make_tiny_llama, max_rel, perturb_adapters
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
@@ -14,17 +14,6 @@ from dora_plugins import DoraConfig
 from dora_plugins.peft_layer import DoraLinear, DoraVariant
 
 RTOL = 1e-5
-
-
-def perturb_adapters(model, seed: int = 1) -> None:
-    """Non-zero B and a magnitude away from the row norms, so every term of the formula matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2, generator=gen)
-            elif "lora_magnitude_vector" in name:
-                param.mul_(1 + 0.1 * torch.randn(param.shape, generator=gen))
 
 
 def make_pair(dropout: float = 0.05, **kwargs):
@@ -35,10 +24,6 @@ def make_pair(dropout: float = 0.05, **kwargs):
     ours = get_peft_model(copy.deepcopy(base), DoraConfig(**config))
     ours.load_state_dict(ref.state_dict())
     return ours, ref
-
-
-def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
 def run_step(model, ids: torch.Tensor, seed: int):

@@ -8,7 +8,7 @@ import tarfile
 import textwrap
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
 

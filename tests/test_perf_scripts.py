@@ -1,4 +1,4 @@
-"""Smoke tests of the scripts in benchmarks/ at tiny sizes (the real runs take minutes; see README Performance)."""
+"""Smoke tests of the speed scripts in perf/ at tiny sizes (the real runs take minutes; see docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import generate  # noqa: E402
-import layer  # noqa: E402
-import lm_eval_generate  # noqa: E402
-import profile_step  # noqa: E402
-import train_step  # noqa: E402
-import workload  # noqa: E402
+from perf import generate, layer, lm_eval_generate, profile_step, train_step, workload
 
 TINY = ["--hidden", "64", "--layers", "1", "--vocab", "128", "--rank", "4", "--threads", "1"]
 TINY_STEP = [*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0", "--memory-steps", "0"]
@@ -69,7 +62,8 @@ def test_train_step_memory_child_reports_a_peak_growth(capsys):
 
 
 PEAK_OF_16_MIB = """
-import torch, workload
+import torch
+from perf import workload
 with workload.PeakMemory("cpu") as peak:
     block = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
     del block
@@ -79,7 +73,7 @@ print(peak.growth)
 
 def test_peak_memory_sees_a_large_allocation():
     # A fresh process: in a long test session the allocator may hand back pages that are already resident.
-    env = {**os.environ, "PYTHONPATH": str(REPO / "benchmarks")}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", PEAK_OF_16_MIB], capture_output=True, text=True, env=env, check=True)
     assert int(out.stdout.split()[-1]) >= 15 * 2**20
 

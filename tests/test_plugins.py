@@ -9,6 +9,7 @@ from peft import LoraConfig
 
 from dora_plugins import DoraConfig, adapter_config, plugins
 from dora_plugins.cli import main as dora_main
+from dora_plugins.errors import ConfigError, DataError, UnknownNameError
 from dora_plugins.hookspecs import hookimpl
 
 
@@ -43,7 +44,7 @@ class BrokenPlugin:
 
 def test_builtin_presets_are_the_papers(clean_plugins):
     presets = plugins.get_adapter_presets()
-    assert set(presets) == {"dora", "dora_half", "lora"}
+    assert set(presets) == {"dora", "dora_half", "dora_qkv", "lora"}
     assert {p.plugin for p in presets.values()} == {"dora_plugins.builtin"}
     dora = adapter_config("dora")
     assert isinstance(dora, DoraConfig) and (dora.r, dora.lora_alpha) == (32, 64)
@@ -52,6 +53,24 @@ def test_builtin_presets_are_the_papers(clean_plugins):
     lora = adapter_config("lora")
     assert type(lora) is LoraConfig and not lora.use_dora and (lora.r, lora.lora_alpha) == (32, 64)
     assert adapter_config("dora_half", lora_dropout=0.0, r=8).r == 8
+
+
+@pytest.mark.parametrize(
+    "kind, name, close, hook",
+    [
+        ("preset", "dora_halff", "dora_half", "dora_adapter_presets"),
+        ("benchmark", "Boolq", "boolq", "dora_benchmarks"),
+        ("extractor", "orignal", "original", "dora_answer_extractors"),
+    ],
+)
+def test_lookup_finds_every_kind_and_says_the_same_about_an_unknown_name(clean_plugins, kind, name, close, hook):
+    found = plugins.lookup(kind, close)
+    assert found.name == close and found.plugin == "dora_plugins.builtin"
+    with pytest.raises(UnknownNameError) as caught:
+        plugins.lookup(kind, name)
+    message = str(caught.value)
+    assert f"'{name}'. Did you mean '{close}'? Available: " in message and f"the {hook} hook" in message
+    assert isinstance(caught.value, ConfigError) and isinstance(caught.value, DataError)
 
 
 def test_unknown_preset_and_option_suggest_close_names(clean_plugins):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
+from helpers import REPO
 
 from dora_plugins.prompts import EVAL_TEMPLATE, TRAIN_TEMPLATE, eval_prompt, train_text
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATA, requires_shared_data, shared_files
+from helpers import REPO, SHARED_DATA, requires_shared_data, shared_files
 
 from dora_plugins import get_plugin_manager
 from dora_plugins.benchmarks import options_from_instruction
@@ -259,7 +259,7 @@ NEEDS = " (each row needs answer, output_pred)"
         ({**GOOD, "answer": 1}, "field 'answer' is a JSON number (1), expected a string" + NEEDS),
         ({**GOOD, "output_pred": None}, "field 'output_pred' is a JSON null (null), expected a string" + NEEDS),
         ({"benchmark": "ARC-Easy", "answer": "answer1"}, "has no field 'output_pred'" + NEEDS),
-        ({**GOOD, "benchmark": "ARC-easy"}, "unknown benchmark 'ARC-easy'. Did you mean 'ARC-Easy'?"),
+        ({**GOOD, "benchmark": "ARC-easy"}, "Unknown benchmark 'ARC-easy'. Did you mean 'ARC-Easy'?"),
         ({**GOOD, "benchmark": 7}, "field 'benchmark' is a JSON number (7), expected a string"),
         ([GOOD], "is a JSON array, expected an object with answer, output_pred"),
     ],

@@ -15,10 +15,8 @@ import sys
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama, max_rel, word_tokenizer
 from peft import LoraConfig, PeftModel, get_peft_model
-from test_kbit import word_tokenizer
-from test_peft_equivalence import max_rel
 from torch import nn
 
 from dora_plugins import route_peft

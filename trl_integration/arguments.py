@@ -24,6 +24,13 @@ class DoraArguments:
         default=True,
         metadata={"help": "DoRA presets: treat the weight norm as a constant in backward (paper section 4.3)."},
     )
+    magnitude_only_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "DoRA presets: modules where only the magnitude trains, W' = m * W0 / ||W0|| (the paper's "
+            "--Wdecompose_target_modules); not in --lora_target_modules."
+        },
+    )
     train_on_inputs: bool = field(
         default=True,
         metadata={

@@ -58,15 +58,18 @@ def plan_batch(
 
     Without a global batch, TRL's defaults apply (8 per device, no accumulation), as in ``trl sft``.
     """
+    for name, value in (("per_device_train_batch_size", per_device), ("gradient_accumulation_steps", accumulation)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1, or left unset to derive it from global_batch_size.")
     if global_batch is None:
         return BatchPlan(per_device or 8, accumulation or 1, data_parallel, None)
     if global_batch < 1:
         raise ConfigError(f"global_batch_size={global_batch} must be a positive number of examples (the paper: 16).")
     share = global_batch // data_parallel  # examples per replica and optimizer step
-    if per_device is not None or accumulation is not None:
-        per_device = per_device or max(1, share // accumulation)
-        accumulation = accumulation or max(1, share // per_device)
-        return BatchPlan(per_device, accumulation, data_parallel, global_batch)
+    if per_device is not None:
+        return BatchPlan(per_device, accumulation or max(1, share // per_device), data_parallel, global_batch)
+    if accumulation is not None:
+        return BatchPlan(max(1, share // accumulation), accumulation, data_parallel, global_batch)
     if global_batch % data_parallel:
         raise ConfigError(
             f"global_batch_size {global_batch} cannot be split over {data_parallel} data-parallel processes; run on "

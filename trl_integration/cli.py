@@ -18,6 +18,7 @@ import contextlib
 import os
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dora_plugins.errors import ConfigError, MissingFileError
 from dora_plugins.suggestions import did_you_mean
@@ -27,7 +28,8 @@ PAPER_CUTOFF_LEN = 256
 # The options --help lists first, in this order: DoraArguments' and those DoraSFTConfig adds to SFTConfig.
 OWN_OPTIONS = (
     "preset", "global_batch_size", "max_per_device_train_batch_size", "precision", "dry_run", "val_set_size",
-    "train_on_inputs", "detach_norm", "merged_output_dir", "overwrite_merged_output_dir", "help",
+    "train_on_inputs", "detach_norm", "magnitude_only_modules", "merged_output_dir", "overwrite_merged_output_dir",
+    "help",
 )  # fmt: skip
 # What torchrun / accelerate launch set: a dry run reads them, then parses as a single process.
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -55,8 +57,9 @@ def dry_run(argv: list[str], parser) -> int:
     from .plan import dry_run as plan
 
     with _single_process():
-        args = parser.parse_args_and_config(args=argv)
-    print(plan(*args, launch_data_parallel(use_cpu=args[1].use_cpu)))
+        script_args, training_args, model_args, dora_args = parser.parse_args_and_config(args=argv)
+    data_parallel = launch_data_parallel(use_cpu=training_args.use_cpu)
+    print(plan(script_args, training_args, model_args, dora_args, data_parallel))
     return 0
 
 
@@ -80,7 +83,14 @@ def _dry_run_requested(argv: list[str]) -> bool:
     return known.dry_run or bool(known.config and load_yaml(Path(known.config)).get("dry_run"))
 
 
-class DoraSftParser:
+# The mix-in reads ArgumentParser's attributes: a type checker sees that base, the class is built on TrlParser.
+if TYPE_CHECKING:
+    _ParserBase = argparse.ArgumentParser
+else:
+    _ParserBase = object
+
+
+class DoraSftParser(_ParserBase):
     """Mix-in for ``TrlParser``: help that starts with our options, the recipes and an example; TRL's follow."""
 
     def format_help(self) -> str:

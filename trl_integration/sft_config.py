@@ -27,7 +27,9 @@ logger = logging.get_logger(__name__)
 class DoraSFTConfig(SFTConfig):
     """``SFTConfig`` plus a machine-independent global batch and a precision policy; see the module docstring."""
 
-    per_device_train_batch_size: int | None = field(
+    # None where TrainingArguments declares a value: "derive it" (the split, the precision policy); __post_init__
+    # replaces every None before anything reads it.
+    per_device_train_batch_size: int | None = field(  # type: ignore[assignment]
         default=None,
         metadata={
             "metavar": "N",
@@ -35,14 +37,14 @@ class DoraSFTConfig(SFTConfig):
             "Set explicitly, it wins over global_batch_size.",
         },
     )
-    gradient_accumulation_steps: int | None = field(
+    gradient_accumulation_steps: int | None = field(  # type: ignore[assignment]
         default=None,
         metadata={
             "metavar": "N",
             "help": "Forward passes per optimizer step. Default: derived from global_batch_size, else 1.",
         },
     )
-    gradient_checkpointing: bool | None = field(
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
         default=None,
         metadata={
             "help": "Deprecated alias of activation_checkpointing (transformers 5). Default: on, as in TRL.",
@@ -50,7 +52,7 @@ class DoraSFTConfig(SFTConfig):
             "const": True,
         },
     )
-    fp16: bool | None = field(
+    fp16: bool | None = field(  # type: ignore[assignment]
         default=None,
         metadata={"help": "fp16 mixed precision. Default: chosen by precision (on a GPU without bf16)."},
     )

@@ -8,6 +8,7 @@ modules are checked once the model is there, before the first training step.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from dora_plugins.errors import ConfigError, MissingFileError
 from dora_plugins.models import check_model_source
@@ -22,7 +23,9 @@ from .trainer import DoraSFTTrainer
 
 def check_run(script_args, training_args, model_args, dora_args: DoraArguments):
     """Every check that needs no model weights, cheapest first; returns the PEFT config and the records."""
-    peft_config = build_peft_config(dora_args.preset, model_args, dora_args.detach_norm)
+    peft_config = build_peft_config(
+        dora_args.preset, model_args, dora_args.detach_norm, dora_args.magnitude_only_modules
+    )
     if not script_args.dataset_name:
         raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
     if not model_args.model_name_or_path:
@@ -136,14 +139,15 @@ def _kbit_device_map() -> dict | None:
 def run(trainer: DoraSFTTrainer, model_args, dora_args: DoraArguments) -> None:
     """Train (resuming when asked), save the adapter in PEFT format, and merge when asked."""
     args = trainer.args
+    output_dir = cast(str, args.output_dir)  # declared optional; TrainingArguments.__post_init__ always sets it
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
+    trainer.save_model(output_dir)
     if dora_args.merged_output_dir and trainer.accelerator.is_main_process:
         from dora_plugins.merge import merge_adapter
 
         merge_adapter(
             model_args.model_name_or_path,
-            args.output_dir,
+            output_dir,
             dora_args.merged_output_dir,
             dtype=model_args.dtype or "auto",
             overwrite=dora_args.overwrite_merged_output_dir,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import cast
 
 import torch.distributed as dist
 from transformers.trainer import TRAINER_STATE_NAME
@@ -63,7 +64,8 @@ class DoraSFTTrainer(SFTTrainer):
         )
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        # TrainingArguments declares output_dir optional; its __post_init__ always sets one.
+        output_dir = output_dir if output_dir is not None else cast(str, self.args.output_dir)
         if not self.args.should_save:
             return super()._save(output_dir, state_dict=state_dict)
         replace_files(output_dir, lambda folder: super(DoraSFTTrainer, self)._save(str(folder), state_dict=state_dict))

@@ -20,6 +20,7 @@ COMMANDS = {
     "merge": ("dora_plugins.cli.merge", "Fold an adapter into its base model and save a plain transformers model."),
     "rescore": ("dora_plugins.cli.rescore", "Re-extract answers of saved generations; compare extractors."),
     "table": ("dora_plugins.cli.table", "Print the paper's table from lm-eval results; Markdown, LaTeX, CSV, plot."),
+    "analyze": ("dora_plugins.cli.analyze", "Magnitude vs direction change of checkpoints (the paper's figure 2)."),
     "plugins": ("dora_plugins.cli.plugins", "List registered presets, benchmarks and extractors, and their plugins."),
 }
 EXIT_USAGE = 2  # argparse's status for bad usage; ours for every user error

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     }
     errors = plugins.load_errors()
     if args.json:
-        data = {
+        data: dict[str, object] = {
             title: [{"name": r.name, "plugin": r.plugin, "description": r.description} for r in items.values()]
             for title, items in sections.items()
         }

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REPO, bpe_tokenizer, make_tiny_llama
 
-REPO = Path(__file__).resolve().parents[2]
 BOOLQ_SAMPLE = REPO / "tests" / "data" / "llm_adapters" / "boolq_train_200.json"
 
 
@@ -21,52 +21,27 @@ def boolq_records() -> list[dict]:
     return json.loads(BOOLQ_SAMPLE.read_text())
 
 
-def make_tokenizer(texts: list[str], vocab_size: int = 400):
-    """A byte-level BPE tokenizer (adds <s>, EOS is </s>) trained on ``texts``: decoding gives the text back."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-
-
 @pytest.fixture(scope="session")
 def boolq_tokenizer(boolq_records):
     from dora_plugins.prompts import train_text
 
-    return make_tokenizer([train_text(r["instruction"], r["output"]) for r in boolq_records])
+    return bpe_tokenizer([train_text(r["instruction"], r["output"]) for r in boolq_records])
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, boolq_tokenizer) -> Path:
     """A 2-layer LLaMA (hidden 32) and its tokenizer, saved as a model directory."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     directory = tmp_path_factory.mktemp("tiny_llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    model = make_tiny_llama(
         vocab_size=len(boolq_tokenizer),
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
         initializer_range=0.2,  # a random model with real contrast in its logits learns in a few steps
         bos_token_id=1,
         eos_token_id=2,
     )
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model.save_pretrained(directory)
     boolq_tokenizer.save_pretrained(directory)
     return directory
 

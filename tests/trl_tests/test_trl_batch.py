@@ -60,6 +60,21 @@ def test_nonsense_sizes_are_refused(bad):
         plan_batch(bad["global_batch"], 1, bad.get("max_per_device"))
 
 
+@pytest.mark.parametrize("global_batch", [16, None])
+@pytest.mark.parametrize(
+    ("explicit", "name"),
+    [
+        ({"per_device": 0}, "per_device_train_batch_size=0"),
+        ({"per_device": -2}, "per_device_train_batch_size=-2"),
+        ({"accumulation": 0}, "gradient_accumulation_steps=0"),
+        ({"per_device": 4, "accumulation": -1}, "gradient_accumulation_steps=-1"),
+    ],
+)
+def test_explicit_sizes_below_one_are_refused_by_name(global_batch, explicit, name):
+    with pytest.raises(ConfigError, match=f"{name} must be at least 1"):
+        plan_batch(global_batch, 1, **explicit)
+
+
 @pytest.mark.parametrize(("examples", "max_per_device"), [(60, 2), (61, 3), (64, 8), (7, 4)])
 def test_steps_per_epoch_is_what_the_trainer_counts(
     tmp_path, tiny_model_dir, boolq_tokenizer, boolq_records, examples, max_per_device

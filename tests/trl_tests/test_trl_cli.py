@@ -215,7 +215,7 @@ def test_recipes_carry_the_paper_hyper_parameters():
     from trl_integration.cli import RECIPES_DIR
 
     lr = {"llama_7b": (1e-4, 2e-4), "llama2_7b": (2e-4, 2e-4), "llama3_8b": (1e-4, 1e-4)}  # table 8: DoRA, DoRA-dagger
-    assert len(recipe_names()) == 9
+    assert len(recipe_names()) == 10  # these nine and llama_7b_dora_qkv
     for model, (dora_lr, half_lr) in lr.items():
         for preset, rank, rate in (("dora", 32, dora_lr), ("dora_half", 16, half_lr), ("lora", 32, 3e-4)):
             recipe = yaml.safe_load((RECIPES_DIR / f"{model}_{preset}.yaml").read_text())
@@ -233,6 +233,45 @@ def test_recipes_carry_the_paper_hyper_parameters():
                 "adamw_torch",
             )
             assert recipe["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+
+
+def test_qkv_recipe_is_the_papers_llama_7b_dora_qkv_script():
+    """NVlabs/DoRA commonsense_reasoning/llama_7B_Dora_qkv.sh, run as 'sh llama_7B_Dora_qkv.sh 32 64 ...'."""
+    import yaml
+
+    from trl_integration.cli import RECIPES_DIR
+
+    recipe = yaml.safe_load((RECIPES_DIR / "llama_7b_dora_qkv.yaml").read_text())
+    assert (recipe["preset"], recipe["lora_r"], recipe["lora_alpha"], recipe["learning_rate"]) == (
+        "dora_qkv",
+        32,
+        64,
+        2e-4,
+    )
+    assert recipe["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    assert recipe["magnitude_only_modules"] == ["o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert recipe["global_batch_size"] == 16 and "per_device_train_batch_size" not in recipe
+    assert (recipe["num_train_epochs"], recipe["warmup_steps"], recipe["val_set_size"], recipe["max_length"]) == (
+        3,
+        100,
+        120,
+        256,
+    )
+
+
+def test_qkv_recipe_trains_the_magnitude_only_of_o_gate_up_down(tmp_path, tiny_model_dir, boolq64):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "qkv"
+    args = ["--config", "llama_7b_dora_qkv", "--model_name_or_path", str(tiny_model_dir), "--dataset_name"]
+    _dora(*args, str(boolq64), "--output_dir", str(out), "--max_steps", "2", *TINY_RUN)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["magnitude_only_modules"] == ["o_proj", "gate_proj", "up_proj", "down_proj"]
+    tensors = load_file(out / "adapter_model.safetensors")
+    factors = {k: t for k, t in tensors.items() if "lora_A" in k or "lora_B" in k}
+    assert not any(t.any() for k, t in factors.items() if k.split(".")[-3] in config["magnitude_only_modules"])
+    assert all(t.any() for k, t in factors.items() if k.split(".")[-3] in ("q_proj", "k_proj", "v_proj"))
+    assert _load_with_stock_peft(tiny_model_dir, out)["adapter_vs_base"] > 1e-4
 
 
 def test_recipes_ship_in_the_wheel(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import requires_shared_data, shared_files
+from helpers import requires_shared_data, shared_files
 
 from trl_integration.data import IGNORE_INDEX, load_records, sft_datasets, tokenize_record
 

@@ -64,3 +64,35 @@ def test_model_without_the_paper_targets_lists_its_linear_layers():
 def test_use_dora_with_the_lora_preset_is_an_error():
     with pytest.raises(ValueError, match="--use_dora was given but preset 'lora' is not DoRA"):
         build_peft_config("lora", _unset_model_args(use_dora=True))
+
+
+def test_magnitude_only_modules_reach_the_config_and_a_yaml_scalar_is_a_name():
+    config = build_peft_config("dora_qkv", _unset_model_args(), magnitude_only_modules="o_proj")
+    assert isinstance(config, DoraConfig) and config.magnitude_only_modules == ["o_proj"]
+    assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    args = _unset_model_args(lora_target_modules=["q_proj", "v_proj"])
+    config = build_peft_config("dora", args, magnitude_only_modules=["o_proj", "down_proj"])
+    assert set(config.target_modules) == {"q_proj", "v_proj", "o_proj", "down_proj"}
+
+
+def test_magnitude_only_modules_need_a_dora_preset_and_no_overlap():
+    with pytest.raises(ValueError, match="magnitude_only_modules needs a DoRA preset; preset 'lora' is plain LoRA"):
+        build_peft_config("lora", _unset_model_args(), magnitude_only_modules=["o_proj"])
+    args = _unset_model_args(lora_target_modules=["q_proj", "up_proj"])
+    with pytest.raises(
+        ValueError, match=r"\['up_proj'\] is in both target_modules \(DoRA\) and magnitude_only_modules"
+    ):
+        build_peft_config("dora_qkv", args)
+
+
+def test_magnitude_only_names_that_match_nothing_are_named_before_training(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    check_target_modules(model, build_peft_config("dora_qkv", _unset_model_args()))
+    config = build_peft_config(
+        "dora", _unset_model_args(lora_target_modules=["q_proj"]), magnitude_only_modules=["o_prj"]
+    )
+    with pytest.raises(ValueError, match=r"magnitude_only_modules \['o_prj'\] not found.*Did you mean 'o_proj'"):
+        check_target_modules(model, config)
+    config = DoraConfig(target_modules=["q_proj"], magnitude_only_modules=r".*\.out_proj")
+    with pytest.raises(ValueError, match=r"magnitude_only_modules '.*out_proj' \(a regex\) matches no module"):
+        check_target_modules(model, config)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_tiny_llama
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from dora_plugins import adapter_config
 from dora_plugins.cli import main as dora_main
@@ -86,16 +86,27 @@ def test_dry_run_in_process_checks_the_run_and_loads_no_weights(capsys, tmp_path
     assert "Did you mean 'q_proj'" in capsys.readouterr().err
 
 
+def test_dry_run_of_the_qkv_recipe_counts_no_factor_of_the_magnitude_only_modules(capsys, tmp_path, boolq64):
+    args = ["sft", "--config=llama_7b_dora_qkv", "--model_name_or_path", str(LLAMA2_7B_CONFIG), "--dry_run"]
+    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    assert dora_main(args) == 0
+    plan = capsys.readouterr().out
+    print(plan)
+    # r=32 on q, k, v (4096 -> 4096) only; magnitudes of q, k, v, o (4096), gate, up (11008), down (4096); 32 layers
+    lora = 32 * 32 * 3 * (4096 + 4096)
+    magnitude = 32 * (5 * 4096 + 2 * 11008)
+    assert f"(LoRA A and B {lora:,}; magnitude {magnitude:,})" in plan and "effective batch: 16" in plan
+    assert "learning rate: 2.0e-04" in plan and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("preset", "dropout"), [("dora", 0.05), ("dora", 0.0), ("lora", 0.05), ("lora", 0.0)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, dropout, dtype):
     """Reference: the bytes of every tensor autograd saves for backward, counted once per storage."""
-    config = LlamaConfig(
-        hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=1000,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = get_peft_model(LlamaForCausalLM(config).to(dtype), adapter_config(preset, lora_dropout=dropout)).train()
+    base = make_tiny_llama(
+        0, dtype, hidden_size=256, intermediate_size=688, vocab_size=1000, max_position_embeddings=2048
+    )
+    model = get_peft_model(base, adapter_config(preset, lora_dropout=dropout)).train()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
 
@@ -113,7 +124,7 @@ def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, 
         for m in model.modules()
         if hasattr(m, "lora_A")
     ]
-    shape, width = model_shape(config), 2 if dtype == torch.bfloat16 else 4
+    shape, width = model_shape(base.config), 2 if dtype == torch.bfloat16 else 4
     estimate = ids.numel() * (shape.layers * layer_bytes(shape, adapted, width) + 4 * shape.hidden + 4 * shape.vocab)
     print(f"{preset} dropout {dropout} {dtype}: estimate / saved = {estimate / sum(saved.values()):.3f}")
     assert estimate == pytest.approx(sum(saved.values()), rel=0.25)

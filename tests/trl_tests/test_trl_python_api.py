@@ -161,6 +161,32 @@ def test_weight_dynamics_equal_the_paper_definition_on_full_weights(tiny_model_d
     assert min(stats.values()) > 0
 
 
+def test_weight_dynamics_are_dora_analyzes_numbers_of_the_saved_adapter(tiny_model_dir, tmp_path):
+    """The callback and ``dora analyze`` share one computation: per target, the callback's value is the mean of the
+    analyzed layers (they have equal row counts)."""
+    from peft import get_peft_model
+
+    from dora_plugins.checkpoint_dynamics import WeightFolder, checkpoint_changes, read_checkpoint
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_config("dora"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+            if "lora_magnitude_vector" in name:
+                param.mul_(torch.empty_like(param).uniform_(0.5, 1.5))
+    model.save_pretrained(tmp_path / "run" / "checkpoint-1")
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint-1")
+    changes = checkpoint_changes(WeightFolder(tiny_model_dir, "base model"), checkpoint, [])
+    stats = weight_dynamics(model)
+    for target in TARGETS:
+        layers = [change for change in changes if change.target == target]
+        assert len(layers) == 2
+        assert stats[f"dora/{target}/delta_m"] == pytest.approx(sum(c.delta_m for c in layers) / 2, rel=1e-5)
+        assert stats[f"dora/{target}/delta_d"] == pytest.approx(sum(c.delta_d for c in layers) / 2, rel=1e-5)
+
+
 def test_dynamics_callback_logs_at_every_logging_step_beside_the_loss(
     tmp_path, tiny_model_dir, boolq_tokenizer, train_set
 ):

@@ -4,8 +4,8 @@ Reports, per candidate, the median time of forward + backward (input and adapter
 the weight norm alone: PEFT's path (``get_lora_weight`` builds an in x in identity and the out x in matrix,
 then ``get_weight_norm``) against ours (``dora.weight_norm``: the same norm, computed block of rows by block).
 
-    python benchmarks/layer.py
-    python benchmarks/layer.py --dropout 0.05
+    python -m perf.layer
+    python -m perf.layer --dropout 0.05
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import argparse
 import sys
 
 import torch
-import workload
 from torch import nn
 
 from dora_plugins import dora
+from perf import workload
 
-NORM_TARGET = 3.0  # issue 3: ours at least 3x faster than PEFT's norm
+NORM_TARGET = 3.0  # ours at least 3x faster than PEFT's norm
 
 
 class OneLinear(nn.Module):

@@ -11,8 +11,8 @@ interleaved, median of --reps. Every answer is forced to --new-tokens tokens (``
 per new token is the call's time over items x new tokens, the prompt's forward included. Also prints how many
 answers of ours differ from PEFT's DoRA (they must not). Exit status 1 if ours exceeds the target or differs.
 
-    python benchmarks/lm_eval_generate.py
-    python benchmarks/lm_eval_generate.py --hidden 1024 --layers 8 --items 16
+    python -m perf.lm_eval_generate
+    python -m perf.lm_eval_generate --hidden 1024 --layers 8 --items 16
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import eval_batch
 import torch
-import workload
 
-TARGET = 1.05  # issue 11: ours at most 1.05x LoRA's time per token, through lm-eval
+from perf import eval_batch, workload
+
+TARGET = 1.05  # ours at most 1.05x LoRA's time per token, through lm-eval
 CANDIDATES = {"lora": ("lora", False), "peft_dora": ("dora", False), "ours": ("dora", True)}  # adapter, routed
 
 

@@ -7,8 +7,8 @@ timed too). The model is a random LLaMA built from a config, its EOS made likely
 lengths up to 32 tokens. Prints items per second, the ratio to the first batch size, and how many answers
 differ from ``model.generate`` on each item alone (the paper's script); the exit status is 1 if any differs.
 
-    python benchmarks/eval_batch.py
-    python benchmarks/eval_batch.py --device cuda --hidden 2048 --layers 8 --items 40 --batch-sizes 1 8 32 auto
+    python -m perf.eval_batch
+    python -m perf.eval_batch --device cuda --hidden 2048 --layers 8 --items 40 --batch-sizes 1 8 32 auto
 """
 
 from __future__ import annotations

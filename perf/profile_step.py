@@ -4,7 +4,7 @@ Time: torch.profiler's self CPU time of the step, split into matrix products (``
 everything else. Memory: the activations autograd keeps at the end of the forward (distinct storages, parameters
 excluded), in total and for those shaped like a layer output (tokens x out features) or input.
 
-    python benchmarks/profile_step.py --dropout 0.05
+    python -m perf.profile_step --dropout 0.05
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 import weakref
 
 import torch
-import train_step
-import workload
+
+from perf import train_step, workload
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"}
 

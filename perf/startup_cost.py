@@ -5,7 +5,7 @@ its package) next to the sum of all top-level imports of the same start. Prints 
 ratio, and whether the hook stayed under the targets: a share of the start-up imports and a generous bound.
 With PYTHONDONTWRITEBYTECODE=1 every start compiles the hook from source, which is the slow case.
 
-    python benchmarks/startup_cost.py
+    python -m perf.startup_cost
 """
 
 from __future__ import annotations

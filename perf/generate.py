@@ -3,7 +3,7 @@
 Candidates: PEFT LoRA, PEFT's DoRA, ours unmerged (the weight norm cached after the first step) and ours merged
 into the base weights (``merge_adapter``: the base model's cost). Interleaved in one process, median of --reps.
 
-    python benchmarks/generate.py
+    python -m perf.generate
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import argparse
 import sys
 
 import torch
-import workload
 
-TARGET = 1.05  # issue 3: ours unmerged at most 1.05x LoRA's time per token
+from perf import workload
+
+TARGET = 1.05  # ours unmerged at most 1.05x LoRA's time per token
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

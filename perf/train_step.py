@@ -9,10 +9,10 @@ peak growth over --memory-steps steps is reported (resident set on CPU, allocato
 (compilation) is timed apart and never counts. ``--candidates`` adds ``ours_branch``: our layer with
 ``dropout_mode="lora_branch"`` (dropout on the LoRA branch only, as torchtune does).
 
-    python benchmarks/train_step.py                  # dropout 0: ours vs LoRA
-    python benchmarks/train_step.py --dropout 0.05   # the paper's dropout: ours vs PEFT's DoRA
-    python benchmarks/train_step.py --hidden 512 --layers 4 --vocab 4096 --seq 128 --compile --memory-steps 0
-    python benchmarks/train_step.py --layers 8 --vocab 4096 --dropout 0.05 --candidates lora peft_dora ours ours_branch
+    python -m perf.train_step                  # dropout 0: ours vs LoRA
+    python -m perf.train_step --dropout 0.05   # the paper's dropout: ours vs PEFT's DoRA
+    python -m perf.train_step --hidden 512 --layers 4 --vocab 4096 --seq 128 --compile --memory-steps 0
+    python -m perf.train_step --layers 8 --vocab 4096 --dropout 0.05 --candidates lora peft_dora ours ours_branch
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
-import workload
 
-# (kind, paper dropout) -> {(numerator, denominator): maximum ratio}: issue 3 for eager steps, issue 16 compiled.
+from perf import workload
+
+# (kind, paper dropout) -> {(numerator, denominator): maximum ratio}: the targets for eager and compiled steps.
 TARGETS = {
     ("time", False): {("ours", "lora"): 1.05},
     ("time", True): {("ours", "peft_dora"): 0.88},
@@ -36,7 +38,7 @@ TARGETS = {
     ("compiled time", True): {("ours", "peft_dora"): 0.85},
 }
 PAIRS = (("ours", "peft_dora"), ("ours", "lora"), ("ours_branch", "ours"), ("ours_branch", "lora"))
-COMPILED_VS_EAGER = 1.0  # issue 16: compiling never makes our step slower
+COMPILED_VS_EAGER = 1.0  # compiling never makes our step slower
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,10 +87,11 @@ def memory_child(args: argparse.Namespace) -> None:
 
 def measure_memory(argv: list[str], candidate: str) -> int:
     """Peak memory growth of ``candidate``, measured in a fresh Python process."""
-    cmd = [sys.executable, __file__, *argv, "--memory-of", candidate]
+    cmd = [sys.executable, "-m", "perf.train_step", *argv, "--memory-of", candidate]
     # A fixed mmap threshold makes glibc return every freed block above 128 KiB to the system, so the resident
     # set follows the live tensors instead of the allocator's history (its default threshold adapts upwards).
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    root = str(Path(__file__).resolve().parents[1])  # where the perf package lies, wherever this runs from
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": root}
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory run of {candidate} failed:\n{done.stderr[-3000:]}")
