@@ -36,6 +36,11 @@ def shared_files(pattern: str) -> list[Path]:
     return files
 
 
+def offline_env() -> dict[str, str]:
+    """This process's environment for a subprocess that must not reach the Hub, on one thread."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def tiny_llama_config(**overrides):
     """A 2-layer LLaMA config with GQA (hidden 64, vocab 128); ``overrides`` are LlamaConfig fields."""
     from transformers import LlamaConfig

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import offline_env
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from dora_plugins.cli import main as dora_main
@@ -31,15 +32,11 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 DORA = shutil.which("dora", path=os.path.dirname(sys.executable)) or shutil.which("dora")  # the console script
 
 
 def _dora(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([DORA, "sft", *args], capture_output=True, text=True, env=env or _env(), timeout=300)
+    proc = subprocess.run([DORA, "sft", *args], capture_output=True, text=True, env=env or offline_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -73,7 +70,7 @@ def _load_with_stock_peft(base, adapter, merged="-") -> dict:
         [sys.executable, "-c", STOCK_PEFT_LOAD, str(base), str(adapter), str(merged)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=offline_env(),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,7 +103,7 @@ def test_dora_sft_recipe_trains_resumes_and_stock_peft_loads_it(tmp_path, tiny_m
         "--resume_from_checkpoint", "true",
         "--merged_output_dir", str(merged),
         *TINY_RUN,
-        env={**_env(), "TRANSFORMERS_VERBOSITY": "info"},
+        env={**offline_env(), "TRANSFORMERS_VERBOSITY": "info"},
     )  # fmt: skip
     assert "Resuming training from checkpoint with epoch 1 and global step 8" in resumed.stderr + resumed.stdout
     resumed_history = _history(out / "checkpoint-12")
@@ -136,7 +133,7 @@ def test_dora_sft_runs_under_accelerate_launch_ddp_on_cpu(tmp_path, tiny_model_d
         "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(boolq64),
         "--output_dir", str(out), "--max_steps", "4", *TINY_RUN,
     ]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and state["train_batch_size"] == 4  # global batch 8 = 4 per process x 2
@@ -289,7 +286,7 @@ def test_recipes_ship_in_the_wheel(tmp_path):
         [sys.executable, "-m", "pip", "wheel", str(project), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
         check=True,
         capture_output=True,
-        env={**_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        env={**offline_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         timeout=300,
     )
     (wheel,) = tmp_path.glob("dora_plugins-*.whl")
@@ -324,7 +321,7 @@ def test_hub_dataset_offline_fails_at_once_in_one_line_before_the_model_loads(tm
     GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(model)
     args = ["--config", RECIPE, "--model_name_or_path", str(model), "--dataset_name", "nobody/commonsense_170k"]
     proc = subprocess.run(
-        [DORA, "sft", *args, "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, env=_env(),
+        [DORA, "sft", *args, "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, env=offline_env(),
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

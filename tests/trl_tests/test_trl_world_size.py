@@ -9,13 +9,13 @@ one-process run must resume under two processes with the same global batch and s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
+from helpers import offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +38,6 @@ RUN = [
 ]  # fmt: skip
 
 
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 def _sft(processes: int, *args: str) -> str:
     """Run ``dora sft`` in ``processes`` processes (torchrun when more than one); its stdout and stderr."""
     if processes == 1:
@@ -54,7 +50,7 @@ def _sft(processes: int, *args: str) -> str:
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
             "--master_port", port, "-m", "dora_plugins",
         ]  # fmt: skip
-    proc = subprocess.run([*launcher, "sft", *args], capture_output=True, text=True, env=_env(), timeout=600)
+    proc = subprocess.run([*launcher, "sft", *args], capture_output=True, text=True, env=offline_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
