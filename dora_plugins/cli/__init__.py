@@ -21,6 +21,7 @@ COMMANDS = {
     "rescore": ("dora_plugins.cli.rescore", "Re-extract answers of saved generations; compare extractors."),
     "table": ("dora_plugins.cli.table", "Print the paper's table from lm-eval results; Markdown, LaTeX, CSV, plot."),
     "analyze": ("dora_plugins.cli.analyze", "Magnitude vs direction change of checkpoints (the paper's figure 2)."),
+    "pull": ("dora_plugins.cli.pull", "Download a named real model (smollm2-135m) into the cache; print its folder."),
     "plugins": ("dora_plugins.cli.plugins", "List registered presets, benchmarks and extractors, and their plugins."),
 }
 EXIT_USAGE = 2  # argparse's status for bad usage; ours for every user error

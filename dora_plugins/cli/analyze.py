@@ -79,7 +79,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="adapter or model folders")
     parser.add_argument(
-        "--base", required=True, help="the base model the checkpoints were trained from (folder or hub id)"
+        "--base",
+        required=True,
+        help="the base model the checkpoints were trained from (folder, hub id or a name of dora pull)",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for dynamics.csv, .json and .png")
     parser.add_argument(
@@ -100,7 +102,9 @@ def base_folder(source: str):
     """The base model's weights, read lazily: a local folder, or a hub id resolved through the Hugging Face cache."""
     from dora_plugins.checkpoint_dynamics import WeightFolder
     from dora_plugins.models import check_model_source
+    from dora_plugins.pull import resolve_model
 
+    source = resolve_model(source)
     check_model_source(source)
     folder = Path(source).expanduser()
     if not folder.is_dir():

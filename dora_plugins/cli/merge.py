@@ -9,7 +9,7 @@ from dora_plugins.models import DTYPES
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dora merge", description=__doc__)
-    parser.add_argument("--base", required=True, help="base model: a local directory or a hub id")
+    parser.add_argument("--base", required=True, help="base model: a folder, a hub id or a name of dora pull")
     parser.add_argument("--adapter", required=True, help="adapter directory written by save_pretrained")
     parser.add_argument("--output", required=True, help="directory for the merged model (safetensors)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="dtype to load the base in (default: auto)")
