@@ -25,7 +25,8 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]  # the paper's,
 _REQUIRED = os.environ.get("DORA_REQUIRE_SHARED_DATA", "") not in ("", "0")
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir() and not _REQUIRED,
-    reason=f"needs the real corpora in {SHARED_DATA} (set DORA_SHARED_DATA to their folder; CI runs these tests)",
+    reason=f"needs the real corpora in {SHARED_DATA} (LLM-Adapters' files, HF rows, real generations; how to get "
+    "them: docs/troubleshooting.md, 'Tests that skip'; set DORA_SHARED_DATA to their folder; CI runs these tests)",
 )
 
 
