@@ -8,7 +8,8 @@ Built on ``trl.TrlParser`` with TRL's own dataclasses (``ScriptArguments``, ``SF
 ``--config`` takes a YAML file or the name of a shipped recipe (``trl_integration/recipes/*.yaml``).
 Defaults that differ from ``trl sft``: ``max_length`` 256 (the paper's cutoff); the batch split and the
 dtypes of :class:`DoraSFTConfig` (``--dtype`` defaults to the mixed-precision dtype); the preset's rank,
-alpha, dropout and targets unless ``--lora_*`` flags say otherwise. ``--help`` shows our options first.
+alpha, dropout and targets unless ``--lora_*`` flags say otherwise. ``--help`` shows the options a run
+usually sets (:mod:`.common_options`), ``--help-all`` all of them, ours first.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ def _description() -> str:
 def _epilog() -> str:
     return (
         "Every option is also a YAML key of --config. These are the options a run usually sets; 'dora sft "
-        "--help-all'\nlists all of them (about 170: TRL's logging, optimizer, scheduler, quantization, "
-        "hub, ...; it loads trl, so it takes longer)."
+        "--help-all'\nlists all of them (TRL's logging, optimizer, scheduler, quantization, hub, ...; it loads "
+        "trl, so it takes longer)."
     )
 
 
