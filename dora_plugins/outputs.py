@@ -12,6 +12,12 @@ every instant the target holds the complete old folder or the complete new one (
 The old contents are removed only after the swap. :func:`replace_files` does the same for files that join a
 folder holding other things (a training run's final adapter beside its checkpoints). Partial folders that a
 killed process left behind are removed by the next writer in the same parent folder.
+
+A training run writes into its folder for hours (checkpoints, then the adapter), so it cannot be swapped in
+whole: :func:`check_run_output` lets it start only in a new or empty folder, in a folder of an earlier run
+that it resumes, or where the user passed ``--overwrite``; :func:`start_run_folder` leaves a marker
+(``.dora-run.json``) before the first write, and on ``--overwrite`` deletes only what an earlier run wrote
+(its ``checkpoint-N`` folders and the files its marker lists), never the user's other files.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -38,6 +45,9 @@ PARTIAL_PREFIX = ".dora-partial-"
 _PARTIAL = re.compile(r"\.dora-partial-([0-9a-f]{8})-(\d+)-[0-9a-f]+(-old|-target)?")
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+RUN_MARKER = ".dora-run.json"  # {"command": ..., "files": [...]}: this folder holds a training run
+_CHECKPOINT = re.compile(r"checkpoint-\d+")
+STAGING = ".partial"  # where a run stages a checkpoint before renaming it into place
 
 
 def check_output(
@@ -118,13 +128,13 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], T]) -> 
         shutil.rmtree(new, ignore_errors=True)  # after a swap this holds the old contents
 
 
-def replace_files(directory: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def replace_files(directory: str | os.PathLike, write: Callable[[Path], None]) -> list[str]:
     """Run ``write(folder)`` on a new folder, then move what it wrote into ``directory``, weight files last.
 
     A folder that also holds other things (a run's ``output_dir`` with its checkpoints) cannot be swapped as a
     whole, so entries go in one by one, each with an atomic rename. The weight files about to be replaced are
     removed first, so a crash between two renames leaves an adapter without weights, which fails loudly on
-    load, and never a new config beside old weights of another shape.
+    load, and never a new config beside old weights of another shape. Returns the names moved in.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,8 +152,95 @@ def replace_files(directory: str | os.PathLike, write: Callable[[Path], None]) -
                 shutil.rmtree(new / name, ignore_errors=True)
             else:
                 os.replace(new / name, directory / name)
+        return names
     finally:
         shutil.rmtree(new, ignore_errors=True)
+
+
+def check_run_output(
+    output: str | os.PathLike,
+    inputs: Mapping[str, str | os.PathLike | None],
+    *,
+    overwrite: bool,
+    resume: bool,
+    command: str,
+    option: str = "--output_dir",
+) -> Path:
+    """The resolved folder of a training run, or an :class:`OutputError` before anything loads.
+
+    The folder may be new or empty; one that holds anything needs ``resume`` (the user continues the run
+    there) or ``overwrite`` (the user starts a new one there; see :func:`start_run_folder`).
+    """
+    path = check_output(output, inputs, overwrite=True, option=option)  # where it lies; not yet what it holds
+    if resume and overwrite:
+        raise OutputError(
+            f"--resume_from_checkpoint continues the run in {option} {output} and --overwrite starts a new one "
+            "there: pass only one of them."
+        )
+    held = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    if not held or resume or overwrite:
+        return path
+    listing = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+    if is_run_folder(path):
+        raise OutputError(
+            f"{option} {output} holds an earlier training run ({listing}). Pass --resume_from_checkpoint true to "
+            "continue it, --overwrite to start a new run there (the earlier run's checkpoints and adapter files "
+            "are deleted when training starts; other files stay), or choose a new folder."
+        )
+    raise OutputError(
+        f"{option} {output} holds files that '{command}' did not write ({listing}). Choose a new or empty folder, "
+        "or pass --overwrite to train into it anyway (files named as a run's outputs are replaced; others stay)."
+    )
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds a training run: our marker, or a ``checkpoint-N`` folder that a Trainer wrote."""
+    return (path / RUN_MARKER).is_file() or bool(_checkpoints(path))
+
+
+def _checkpoints(path: Path) -> list[Path]:
+    return [
+        entry for entry in path.iterdir()
+        if _CHECKPOINT.fullmatch(entry.name) and (entry / "trainer_state.json").is_file()
+    ]  # fmt: skip
+
+
+def start_run_folder(path: str | os.PathLike, command: str, overwrite: bool) -> None:
+    """Mark ``path`` as a run of ``command`` before its first write; with ``overwrite``, first delete what an
+    earlier run wrote there (its ``checkpoint-N`` folders, its staging folder, the files its marker lists)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for entry in [*_checkpoints(path), path / STAGING]:
+            shutil.rmtree(entry, ignore_errors=True)
+        for name in _marker(path).get("files", []):
+            if (path / name).is_file() and Path(name).name == name:  # a plain name inside path, never a path
+                (path / name).unlink()
+    if overwrite or not (path / RUN_MARKER).is_file():
+        _write_marker(path, {"command": command, "files": []})
+
+
+def record_run_files(path: str | os.PathLike, names: list[str]) -> None:
+    """Add ``names`` to the files the marker of run folder ``path`` says the run wrote (no marker: nothing)."""
+    path = Path(path)
+    if (path / RUN_MARKER).is_file():
+        marker = _marker(path)
+        marker["files"] = sorted(set(marker.get("files", [])) | set(names))
+        _write_marker(path, marker)
+
+
+def _marker(path: Path) -> dict:
+    try:
+        marker = json.loads((path / RUN_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _write_marker(path: Path, marker: dict) -> None:
+    temporary = path / f"{RUN_MARKER}.{os.getpid()}"
+    temporary.write_text(json.dumps(marker, indent=1) + "\n")
+    os.replace(temporary, path / RUN_MARKER)
 
 
 def swap_in(new: str | os.PathLike, target: str | os.PathLike) -> None:

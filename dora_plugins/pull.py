@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, DoraError
+from .errors import ConfigError, DoraError, OutputError
 from .suggestions import did_you_mean
 
 CACHE_ENV = "DORA_PLUGINS_CACHE"
@@ -91,6 +91,7 @@ def pull(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     folder = root / "models" / name
     if (folder / "config.json").is_file():
         return folder
+    _check_cache_folder(folder)
     _require_gguf()
     root.mkdir(parents=True, exist_ok=True)
     # Parallel pulls (test workers, several shells) wait for the first one instead of converting twice.
@@ -101,6 +102,19 @@ def pull(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
             folder.parent.mkdir(parents=True, exist_ok=True)
             replace_directory(folder, lambda new: _build(model, new))
     return folder
+
+
+def _check_cache_folder(folder: Path) -> None:
+    """Refuse, before downloading, a model folder of the cache that holds something else than a pulled model."""
+    from .outputs import check_output
+
+    held = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+    if held:
+        raise OutputError(
+            f"The cache folder {folder} holds files that are not a pulled model ({', '.join(held[:4])}); dora pull "
+            f"never replaces them. Move them away, or choose another --cache-dir (or ${CACHE_ENV})."
+        )
+    check_output(folder, option="--cache-dir")  # a file in the way, a folder that cannot be created
 
 
 def _build(model: RealModel, out: Path) -> None:

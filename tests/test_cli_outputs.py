@@ -1,8 +1,9 @@
-"""The data-loss cases of ``dora merge``, ``dora sft`` and ``dora demo``: refused up front, nothing touched."""
+"""The data-loss cases of every command that writes: refused up front, nothing touched."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from peft import get_peft_model
 
 from dora_plugins import DoraConfig
 from dora_plugins.cli import main as dora_main
+from dora_plugins.outputs import RUN_MARKER, record_run_files, start_run_folder
 
 
 def snapshot(folder) -> dict[str, bytes]:
@@ -134,3 +136,81 @@ def test_debug_shows_the_traceback_of_a_user_error(models, tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" in result.stderr and "OutputError" in result.stderr
+
+
+# Every command that writes, and the folder it writes: (id, argv given the models and the folder, the folder).
+WRITERS = [
+    ("sft --output_dir", lambda m, d: [*_sft(m), "--output_dir", str(d)], "--output_dir"),
+    ("sft --merged_output_dir", lambda m, d: [*_sft(m), "--output_dir", str(d.parent / "run"),
+                                              "--merged_output_dir", str(d)], "--merged_output_dir"),
+    ("merge --output", lambda m, d: _merge(m, d), "--output"),
+    ("analyze --output", lambda m, d: ["analyze", "--base", str(m / "base"), _checkpoint(m), "--output", str(d)],
+     "--output"),
+    ("demo --output", lambda m, d: ["demo", "--output", str(d)], "--output"),
+    ("pull --cache-dir", lambda m, d: ["pull", "smollm2-135m", "--cache-dir", str(d.parent.parent)], "cache folder"),
+]  # fmt: skip
+
+
+def _checkpoint(models) -> str:
+    """The adapter as the checkpoint-N folder of a run, which is what dora analyze reads."""
+    shutil.copytree(models / "adapter", models / "run" / "checkpoint-2")
+    return str(models / "run" / "checkpoint-2")
+
+
+def _sft(models) -> list[str]:
+    data = models / "data.json"
+    data.write_text('[{"instruction": "q", "output": "a"}]')
+    return ["sft", "--model_name_or_path", str(models / "base"), "--dataset_name", str(data), "--max_steps", "1"]
+
+
+@pytest.mark.parametrize(("argv", "names"), [(argv, names) for _, argv, names in WRITERS], ids=[w[0] for w in WRITERS])
+def test_every_writer_refuses_a_folder_holding_a_users_files_and_names_it(capsys, models, tmp_path, argv, names):
+    folder = tmp_path / "users" / "models" / "smollm2-135m"  # the layout of a --cache-dir, for pull
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{"mine": true}')
+    (folder / "notes.txt").write_text("my notes")
+    before = snapshot(folder)
+    args = argv(models, folder)
+    capsys.readouterr()  # the fixture's progress bars
+    assert dora_main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dora {args[0]}: error: "), lines
+    assert str(folder) in lines[0] and names in lines[0]
+    assert snapshot(folder) == before and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+def test_table_refuses_an_existing_plot_file(capsys, tmp_path):
+    (tmp_path / "table.png").write_bytes(b"my figure")
+    assert dora_main(["table", str(tmp_path / "results"), "--plot", str(tmp_path / "table.png")]) == 2
+    assert "--plot " + str(tmp_path / "table.png") + " exists. Pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "table.png").read_bytes() == b"my figure"
+
+
+def _earlier_run(folder):
+    """A folder where an earlier run wrote a checkpoint, a staged one and its final files, beside the user's."""
+    (folder / "checkpoint-2").mkdir(parents=True)
+    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (folder / ".partial" / "checkpoint-4").mkdir(parents=True)
+    (folder / "checkpoint-notes").mkdir()  # the user's, though named like one: it holds no trainer state
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "notes.txt"):
+        (folder / name).write_text(name)
+    (folder.parent / "outside.txt").write_text("mine")
+    start_run_folder(folder, "dora sft", overwrite=False)
+    record_run_files(folder, ["adapter_model.safetensors", "adapter_config.json", "README.md", "../outside.txt"])
+
+
+def test_overwrite_deletes_only_what_the_earlier_run_wrote(tmp_path):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    start_run_folder(folder, "dora sft", overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([RUN_MARKER, "checkpoint-notes", "notes.txt"])
+    assert (folder / "notes.txt").read_text() == "notes.txt" and (tmp_path / "outside.txt").read_text() == "mine"
+    assert '"files": []' in (folder / RUN_MARKER).read_text()  # a new run, which has written nothing yet
+
+
+def test_a_resumed_run_keeps_its_files_and_its_record(tmp_path):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    before = snapshot(folder)
+    start_run_folder(folder, "dora sft", overwrite=False)
+    assert snapshot(folder) == before

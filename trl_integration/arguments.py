@@ -42,6 +42,14 @@ class DoraArguments:
         default=0,
         metadata={"help": "Records held out for evaluation (the paper: 120, split with seed 42); 0: none."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that is not empty: an earlier dora sft run there is started over (its "
+            "checkpoints and adapter files are deleted when training starts); other files stay. Without it, such a "
+            "folder is refused (use --resume_from_checkpoint to continue the earlier run)."
+        },
+    )
     merged_output_dir: str | None = field(
         default=None,
         metadata={"help": "Also write the base model with the adapter merged in here (a plain transformers model)."},

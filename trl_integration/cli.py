@@ -8,7 +8,8 @@ Built on ``trl.TrlParser`` with TRL's own dataclasses (``ScriptArguments``, ``SF
 ``--config`` takes a YAML file or the name of a shipped recipe (``trl_integration/recipes/*.yaml``).
 Defaults that differ from ``trl sft``: ``max_length`` 256 (the paper's cutoff); the batch split and the
 dtypes of :class:`DoraSFTConfig` (``--dtype`` defaults to the mixed-precision dtype); the preset's rank,
-alpha, dropout and targets unless ``--lora_*`` flags say otherwise. ``--help`` shows our options first.
+alpha, dropout and targets unless ``--lora_*`` flags say otherwise. ``--help`` shows the options a run
+usually sets (:mod:`.common_options`), ``--help-all`` all of them, ours first.
 """
 
 from __future__ import annotations
@@ -17,29 +18,40 @@ import argparse
 import contextlib
 import os
 import textwrap
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dora_plugins.errors import ConfigError, MissingFileError
-from dora_plugins.suggestions import did_you_mean
+from .common_options import short_parser
+from .preflight import RECIPES_DIR, preflight, recipe_names
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+__all__ = ["RECIPES_DIR", "main", "make_parser", "recipe_names"]
+
 PAPER_CUTOFF_LEN = 256
-# The options --help lists first, in this order: DoraArguments' and those DoraSFTConfig adds to SFTConfig.
+# The options --help-all lists first, in this order: DoraArguments' and those DoraSFTConfig adds to SFTConfig.
 OWN_OPTIONS = (
-    "preset", "global_batch_size", "max_per_device_train_batch_size", "precision", "dry_run", "val_set_size",
-    "train_on_inputs", "detach_norm", "magnitude_only_modules", "merged_output_dir", "overwrite_merged_output_dir",
-    "help",
+    "preset", "global_batch_size", "max_per_device_train_batch_size", "precision", "dry_run", "overwrite",
+    "val_set_size", "train_on_inputs", "detach_norm", "magnitude_only_modules", "merged_output_dir",
+    "overwrite_merged_output_dir", "help",
 )  # fmt: skip
 # What torchrun / accelerate launch set: a dry run reads them, then parses as a single process.
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+USAGE = "dora sft --config RECIPE|FILE.yaml [--model_name_or_path M] [--dataset_name D] [--output_dir O] [options]"
 
 
 def main(argv: list[str]) -> int:
-    """Parse ``argv`` (TRL flags, ours, ``--config``), check everything, train and save. Returns the exit status."""
+    """Parse ``argv`` (TRL flags, ours, ``--config``), check everything, train and save. Returns the exit status.
+
+    ``--help`` and every check that needs no model run before torch and trl are imported (:mod:`.preflight`).
+    """
+    if "--help-all" in argv:
+        make_parser().print_help()
+        return 0
+    quick = short_parser(USAGE, _description(), _epilog())
+    if "-h" in argv or "--help" in argv:
+        quick.print_help()
+        return 0
+    argv, values = preflight(argv, quick, full_options)
     parser = make_parser()
-    argv = resolve_config(list(argv), parser)
-    if _dry_run_requested(argv):
+    if values.dry_run:
         return dry_run(argv, parser)
     from .train import prepare, run
 
@@ -71,16 +83,6 @@ def _single_process():
         yield
     finally:
         os.environ.update(saved)
-
-
-def _dry_run_requested(argv: list[str]) -> bool:
-    from transformers.hf_argparser import string_to_bool
-
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--dry_run", type=string_to_bool, nargs="?", const=True, default=False)
-    early.add_argument("--config")
-    known, _ = early.parse_known_args(argv)
-    return known.dry_run or bool(known.config and load_yaml(Path(known.config)).get("dry_run"))
 
 
 # The mix-in reads ArgumentParser's attributes: a type checker sees that base, the class is built on TrlParser.
@@ -122,13 +124,20 @@ def make_parser():
     parser = DoraSftArgumentParser(
         (ScriptArguments, DoraSFTConfig, ModelConfig, DoraArguments),
         prog="dora sft",
-        usage="dora sft --config RECIPE|FILE.yaml [--model_name_or_path M] [--dataset_name D] [--output_dir O] "
-        "[options]",
+        usage=USAGE,
         description=_description(),
         formatter_class=_HelpFormatter,
     )
     parser.set_defaults(lora_r=None, lora_alpha=None, lora_dropout=None, max_length=PAPER_CUTOFF_LEN, dtype=None)
+    for action in parser._actions:  # --no_X would repeat the help of --X
+        if action.option_strings[0].startswith("--no_"):
+            action.help, action.default = f"Same as --{action.dest} false.", argparse.SUPPRESS  # no "(default: ...)"
     return parser
+
+
+def full_options() -> dict[str, str]:
+    """Every option string of the full parser -> its field (slow: imports trl)."""
+    return {option: action.dest for action in make_parser()._actions for option in action.option_strings}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -148,6 +157,14 @@ def _description() -> str:
     )
 
 
+def _epilog() -> str:
+    return (
+        "Every option is also a YAML key of --config. These are the options a run usually sets; 'dora sft "
+        "--help-all'\nlists all of them (TRL's logging, optimizer, scheduler, quantization, hub, ...; it loads "
+        "trl, so it takes longer)."
+    )
+
+
 def _config_action() -> argparse.Action:
     """``--config`` as help shows it; ``TrlParser`` consumes it before argparse runs."""
     return argparse.Action(
@@ -157,57 +174,3 @@ def _config_action() -> argparse.Action:
         default=argparse.SUPPRESS,
         help="A shipped recipe (listed above) or a YAML file of the options below; flags override its values.",
     )
-
-
-def recipe_names() -> list[str]:
-    """The shipped recipes, by name (file stem)."""
-    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
-
-
-def resolve_config(argv: list[str], parser) -> list[str]:
-    """Replace a recipe name after ``--config`` by its path and reject unknown keys in the YAML, naming them."""
-    for i, arg in enumerate(argv):  # --config=NAME, which HfArgumentParser's own pre-parse does not take
-        if arg.startswith("--config="):
-            argv[i : i + 1] = ["--config", arg.removeprefix("--config=")]
-    if "--config" not in argv:
-        return argv
-    index = argv.index("--config") + 1
-    if index >= len(argv):
-        raise ConfigError(f"--config needs a YAML file or a recipe name ({', '.join(recipe_names())}).")
-    path = Path(argv[index])
-    if not path.is_file():
-        shipped = RECIPES_DIR / f"{argv[index].removesuffix('.yaml')}.yaml"
-        if not shipped.is_file():
-            hint = did_you_mean(argv[index], recipe_names())
-            raise MissingFileError(
-                f"Config '{argv[index]}' is neither a file nor a shipped recipe.{hint} "
-                f"Recipes: {', '.join(recipe_names())}."
-            )
-        path = shipped
-    argv[index] = str(path)
-    check_config_keys(path, parser)
-    return argv
-
-
-def load_yaml(path: Path) -> dict:
-    """The mapping of option: value in the YAML file ``path``; a ``ConfigError`` for anything else."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Config {path} is not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"Config {path} must be a YAML mapping of option: value.")
-    return config
-
-
-def check_config_keys(path: Path, parser) -> None:
-    """Raise a ``ConfigError`` naming each key of the YAML ``path`` that no option of ``parser`` takes."""
-    known = {action.dest for action in parser._actions} | {"env"}
-    unknown = [key for key in load_yaml(path) if key not in known]
-    if unknown:
-        hints = "".join(did_you_mean(key, known, naming_value=True) for key in unknown)
-        raise ConfigError(
-            f"Unknown key(s) {unknown} in config {path}.{hints} Keys are the options of 'dora sft --help'."
-        )

@@ -25,12 +25,23 @@ def load_records(source: str, config: str | None = None, split: str = "train") -
     """The records of a local LLM-Adapters JSON/JSONL file, or of a hub dataset id or local dataset folder
     (loaded with ``datasets.load_dataset``), checked field by field."""
     path = Path(source).expanduser()
-    if path.suffix in (".json", ".jsonl") or path.is_file():
+    if _is_file_source(path):
         records = _read_file(path)
     else:
         records = _read_hub(source, config, split)
     check_records(records, source)
     return records
+
+
+def check_dataset_source(source: str) -> None:
+    """Raise a :class:`MissingFileError` when ``source`` names a JSON file that is not there (cheap: reads nothing)."""
+    path = Path(source).expanduser()
+    if _is_file_source(path) and not path.is_file():
+        _read_file(path)
+
+
+def _is_file_source(path: Path) -> bool:
+    return path.suffix in (".json", ".jsonl") or path.is_file()
 
 
 def _read_file(path: Path) -> list[dict]:

@@ -45,6 +45,7 @@ def dry_run(script_args, training_args, model_args, dora_args: DoraArguments, da
         + (f" ({training_args.num_train_epochs:g} epochs)" if training_args.max_steps <= 0 else " (max_steps)"),
         f"learning rate: {training_args.learning_rate:.1e}, {training_args.lr_scheduler_type.value} schedule, "
         f"warmup {training_args.get_warmup_steps(total):,} steps",
+        *_warmup_lines(training_args, total),
         _points_line("evaluation", training_args.eval_strategy.value, training_args.eval_steps, total, per_epoch),
         _points_line("checkpoints", training_args.save_strategy.value, training_args.save_steps, total, per_epoch)
         + _kept(training_args),
@@ -117,8 +118,31 @@ def _points_line(what: str, strategy: str, steps: float | None, total: int, per_
     if strategy == "best":
         return f"{what}: whenever the evaluation improves"
     every = _interval(steps, total)
-    count = total // every + (total % every > 0)
-    return f"{what}: every {every:,} steps, {count:,} in all (steps {every:,}, {2 * every:,}, ..., {total:,})"
+    points = step_points(every, total)
+    if len(points) == 1:
+        after = f"; every {every:,} steps would first fall after it" if every > total else ""
+        return f"{what}: at step {total:,} only, the end of the run{after}"
+    shown = points if len(points) <= 5 else [points[0], points[1], None, points[-2], points[-1]]
+    listed = ", ".join("..." if point is None else f"{point:,}" for point in shown)
+    end = "; the last at the end of the run" if total % every else ""
+    return f"{what}: every {every:,} steps, {len(points):,} in all (steps {listed}{end})"
+
+
+def step_points(every: int, total: int) -> list[int]:
+    """The steps where a "steps" strategy evaluates or saves: each multiple of ``every``, and the last step
+    (``transformers.DefaultFlowCallback.on_step_end``)."""
+    points = list(range(every, total + 1, every))
+    return points if points and points[-1] == total else [*points, total]
+
+
+def _warmup_lines(training_args, total: int) -> list[str]:
+    warmup = training_args.get_warmup_steps(total)
+    if warmup <= total:
+        return []
+    return [
+        f"warning: {warmup:,} warmup steps exceed the {total:,} steps of the run, so the learning rate never reaches "
+        f"{training_args.learning_rate:.1e}: lower --warmup_steps (a value below 1 is a fraction of the run)"
+    ]
 
 
 def _kept(training_args) -> str:

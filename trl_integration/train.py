@@ -7,18 +7,20 @@ modules are checked once the model is there, before the first training step.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import cast
 
-from dora_plugins.errors import ConfigError, MissingFileError
+from dora_plugins.errors import MissingFileError
 from dora_plugins.models import check_model_source
-from dora_plugins.outputs import check_output
+from dora_plugins.outputs import start_run_folder
 from dora_plugins.pull import resolve_model
 
 from .arguments import DoraArguments
 from .callbacks import DoraDynamicsCallback
 from .data import check_val_set_size, load_records, sft_datasets
 from .peft_config import build_peft_config, check_target_modules
+from .preflight import COMMAND, check_values
 from .trainer import DoraSFTTrainer
 
 
@@ -27,16 +29,9 @@ def check_run(script_args, training_args, model_args, dora_args: DoraArguments):
     peft_config = build_peft_config(
         dora_args.preset, model_args, dora_args.detach_norm, dora_args.magnitude_only_modules
     )
-    if not script_args.dataset_name:
-        raise ConfigError("No dataset: pass --dataset_name (a local LLM-Adapters JSON file or a hub dataset id).")
-    if not model_args.model_name_or_path:
-        raise ConfigError("No model: pass --model_name_or_path (a local directory, a hub id or 'smollm2-135m').")
-    if not dora_args.val_set_size and training_args.eval_strategy != "no":
-        raise ConfigError(
-            f"eval_strategy={training_args.eval_strategy.value!r} needs held-out records: set --val_set_size "
-            "(the paper: 120) or --eval_strategy no."
-        )
-    check_outputs(script_args, training_args, model_args, dora_args)
+    check_values(
+        argparse.Namespace(**{**vars(script_args), **vars(training_args), **vars(model_args), **vars(dora_args)})
+    )
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
     check_model_source(model_args.model_name_or_path)
     training_args.resume_from_checkpoint = resume_checkpoint(training_args)
@@ -70,21 +65,6 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
     )
     trainer.add_callback(DoraDynamicsCallback(trainer))
     return trainer
-
-
-def check_outputs(script_args, training_args, model_args, dora_args: DoraArguments) -> None:
-    """Neither output may be, hold or lie in an input; the merged model may not land in the training output."""
-    inputs = {"base model": model_args.model_name_or_path, "dataset": script_args.dataset_name}
-    # output_dir may exist with checkpoints (that is how a run resumes); only its place is checked.
-    check_output(training_args.output_dir, inputs, overwrite=True, option="--output_dir")
-    if dora_args.merged_output_dir:
-        check_output(
-            dora_args.merged_output_dir,
-            {**inputs, "training output (--output_dir)": training_args.output_dir},
-            overwrite=dora_args.overwrite_merged_output_dir,
-            option="--merged_output_dir",
-            overwrite_flag="--overwrite_merged_output_dir",
-        )
 
 
 def resume_checkpoint(training_args) -> str | bool | None:
@@ -142,6 +122,9 @@ def run(trainer: DoraSFTTrainer, model_args, dora_args: DoraArguments) -> None:
     """Train (resuming when asked), save the adapter in PEFT format, and merge when asked."""
     args = trainer.args
     output_dir = cast(str, args.output_dir)  # declared optional; TrainingArguments.__post_init__ always sets it
+    if trainer.accelerator.is_main_process:  # the marker goes in before anything else the run writes
+        start_run_folder(output_dir, COMMAND, overwrite=dora_args.overwrite)
+    trainer.accelerator.wait_for_everyone()
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(output_dir)
     if dora_args.merged_output_dir and trainer.accelerator.is_main_process:

@@ -5,7 +5,8 @@ that ``resume_from_checkpoint=True`` then picks as the latest. Here every checkp
 under ``<output_dir>/.partial/checkpoint-N`` and renamed into place only once complete (on one
 file system a rename is atomic; re-saving an existing step swaps the folders atomically), and the
 final adapter files are written beside their target and moved in by
-:func:`dora_plugins.outputs.replace_files`. The adapter itself is PEFT's, saved by PEFT.
+:func:`dora_plugins.outputs.replace_files`, and listed in the run folder's marker (what a later
+``--overwrite`` may delete). The adapter itself is PEFT's, saved by PEFT.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import SFTTrainer
 
-from dora_plugins.outputs import replace_files, swap_in
+from dora_plugins.outputs import STAGING, record_run_files, replace_files, swap_in
 
-STAGING_DIR = ".partial"  # not a "checkpoint-N" name, so get_last_checkpoint never returns it
+STAGING_DIR = STAGING  # ".partial": not a "checkpoint-N" name, so get_last_checkpoint never returns it
 
 
 class DoraSFTTrainer(SFTTrainer):
@@ -68,7 +69,11 @@ class DoraSFTTrainer(SFTTrainer):
         output_dir = output_dir if output_dir is not None else cast(str, self.args.output_dir)
         if not self.args.should_save:
             return super()._save(output_dir, state_dict=state_dict)
-        replace_files(output_dir, lambda folder: super(DoraSFTTrainer, self)._save(str(folder), state_dict=state_dict))
+        names = replace_files(
+            output_dir, lambda folder: super(DoraSFTTrainer, self)._save(str(folder), state_dict=state_dict)
+        )
+        card = ["README.md"] if os.path.isfile(os.path.join(output_dir, "README.md")) else []  # TRL's model card
+        record_run_files(output_dir, names + card)  # what --overwrite may delete later; no marker, no record
 
 
 def _barrier() -> None:

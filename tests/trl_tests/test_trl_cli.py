@@ -294,10 +294,8 @@ def test_recipes_ship_in_the_wheel(tmp_path):
     assert shipped == {f"trl_integration/recipes/{name}.yaml" for name in recipe_names()}
 
 
-def test_help_starts_with_our_options_the_recipes_and_an_example(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        dora_main(["sft", "--help"])
-    assert exit_.value.code == 0
+def test_help_all_starts_with_our_options_the_recipes_and_an_example(capsys):
+    assert dora_main(["sft", "--help-all"]) == 0
     lines = capsys.readouterr().out.splitlines()
     head = "\n".join(lines[:30])
     print(head)
@@ -328,3 +326,27 @@ def test_hub_dataset_offline_fails_at_once_in_one_line_before_the_model_loads(tm
     error = proc.stderr.strip().splitlines()[-1]  # above it: only the log line that bf16 is off on a CPU
     assert error.startswith("dora sft: error: Could not load dataset 'nobody/commonsense_170k'")
     assert "local cache" in error and proc.stderr.count("dora sft: error:") == 1
+
+
+@pytest.mark.slow
+def test_overwrite_trains_beside_the_users_files_and_starts_an_earlier_run_over(tmp_path, tiny_model_dir, boolq64):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    common = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(boolq64), "--output_dir", str(out),
+              "--per_device_train_batch_size", "4", "--gradient_checkpointing", "false",
+              "--dataloader_pin_memory", "false", "--report_to", "none"]  # fmt: skip
+    refused = subprocess.run([DORA, "sft", *common, "--max_steps", "1"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "holds files that 'dora sft' did not write (notes.txt)" in refused.stderr
+
+    _dora(*common, "--max_steps", "2", "--save_steps", "2", "--overwrite")
+    marker = json.loads((out / ".dora-run.json").read_text())
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(marker["files"])
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file() and (out / "notes.txt").read_text() == "my notes"
+    again = subprocess.run([DORA, "sft", *common, "--max_steps", "1"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "holds an earlier training run" in again.stderr
+
+    _dora(*common, "--max_steps", "1", "--save_steps", "1", "--overwrite")
+    names = {p.name for p in out.iterdir()}
+    assert "checkpoint-1" in names and "checkpoint-2" not in names  # the earlier run's, deleted
+    assert (out / "notes.txt").read_text() == "my notes" and "adapter_model.safetensors" in names

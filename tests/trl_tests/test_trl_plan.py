@@ -15,6 +15,7 @@ from peft import get_peft_model
 from dora_plugins import adapter_config
 from dora_plugins.cli import main as dora_main
 from trl_integration.memory import Adapted, layer_bytes, model_shape
+from trl_integration.plan import _points_line, step_points
 
 PAPER_RECORDS = 170_420  # LLM-Adapters commonsense_170k.json
 LLAMA2_7B_CONFIG = Path(__file__).resolve().parents[1] / "data" / "llama2_7b"  # config.json only, no weights
@@ -136,3 +137,35 @@ def test_dry_run_with_an_uncached_hub_model_offline_says_so(capsys, tmp_path, bo
     args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
     assert dora_main(args) == 2
     assert "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_short_run_names_its_real_eval_and_save_steps_and_warns_about_warmup(capsys, tmp_path, boolq64):
+    """The paper's recipe (warmup 100, eval and save every 80 steps) cut to 15 steps, as a user tries it first."""
+    args = ["sft", "--config", "llama_7b_dora", "--model_name_or_path", str(LLAMA2_7B_CONFIG), "--dry_run"]
+    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    assert dora_main([*args, "--max_steps", "15"]) == 0
+    plan = capsys.readouterr().out
+    assert "evaluation: at step 15 only, the end of the run; every 80 steps would first fall after it" in plan
+    assert "checkpoints: at step 15 only, the end of the run; every 80 steps would first fall after it" in plan
+    assert "warning: 100 warmup steps exceed the 15 steps of the run" in plan
+    assert dora_main([*args, "--max_steps", "15", "--warmup_steps", "5", "--eval_steps", "4"]) == 0
+    plan = capsys.readouterr().out
+    assert "evaluation: every 4 steps, 4 in all (steps 4, 8, 12, 15; the last at the end of the run)" in plan
+    assert "warning" not in plan
+
+
+@pytest.mark.parametrize(
+    ("every", "total", "points"),
+    [(80, 15, [15]), (5, 15, [5, 10, 15]), (4, 15, [4, 8, 12, 15]), (15, 15, [15]), (1, 3, [1, 2, 3])],
+)
+def test_step_points_are_the_multiples_and_the_last_step_as_transformers_saves(every, total, points):
+    """transformers.DefaultFlowCallback: a multiple of save_steps / eval_steps, and the last step of the run."""
+    assert step_points(every, total) == points
+
+
+def test_points_line_of_a_long_run_elides_the_middle():
+    line = _points_line("checkpoints", "steps", 7, 100, per_epoch=50)
+    assert line == "checkpoints: every 7 steps, 15 in all (steps 7, 14, ..., 98, 100; the last at the end of the run)"
+    assert _points_line("evaluation", "steps", 0.25, 16, per_epoch=8) == (
+        "evaluation: every 4 steps, 4 in all (steps 4, 8, 12, 16)"  # a fraction of the run, as transformers reads it
+    )
