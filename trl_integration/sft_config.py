@@ -136,6 +136,12 @@ class DoraSFTConfig(SFTConfig):
                 f"this run's precision gives {ours!r}. Set --bf16 / --fp16 to choose another."
             )
             self.mixed_precision = ours
+            if self.deepspeed_plugin is not None and not self.deepspeed:  # built from the launcher's variables
+                from accelerate.utils import DeepSpeedPlugin
+
+                self.deepspeed_plugin = DeepSpeedPlugin()
+                self.deepspeed_plugin.set_mixed_precision(ours)
+                self.deepspeed_plugin.set_deepspeed_weakref()
 
     def base_dtype(self) -> str:
         """The dtype to load the base model in: that of the mixed precision, so no weight is cast per product."""
