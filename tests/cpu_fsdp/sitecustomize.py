@@ -31,3 +31,14 @@ if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and int(os.e
         _state.PartialState._shared_state["distributed_type"] = self.distributed_type
 
     _state.AcceleratorState.__init__ = _init_fsdp_on_cpu
+
+if os.environ.get("DORA_TEST_ROUTING_PROBE") == "1":  # which DoRA layer trl's training script ran (test_trl_launchers)
+    import atexit
+    import sys
+
+    def _report_routing() -> None:
+        layer = sys.modules.get("dora_plugins.peft_layer")
+        if sys.argv[0].endswith(os.path.join("trl", "scripts", "sft.py")) and layer and layer._routing["enabled"]:
+            sys.stderr.write("ROUTED-IN-TRAINING-PROCESS\n")
+
+    atexit.register(_report_routing)
