@@ -7,10 +7,13 @@ as on GPUs. TRL's ``fsdp2.yaml`` is used unchanged: its ``mixed_precision: bf16`
 precision (fp32 on a CPU), which the ``setup:`` line shows.
 
 Tolerance, derived: the same 1-process run with another batch split (8 x 1 instead of 2 x 4) sums the same
-examples in another order; its distance to the 2 x 4 run is fp32 reduction-order noise after 8 Adam steps. FSDP
-changes the order twice (2 x 2 per process, then the reduce-scatter across processes), so its adapter must lie
-within 4 times that noise of the 1-process run. A real error (a lost shard, a wrong average, an update skipped
-or repeated) moves the adapter by about one learning-rate step, 5e-3, hundreds of times more.
+examples in another order; its mean absolute distance to the 2 x 4 run, at the same step, is the fp32
+reduction-order noise after that many Adam steps. FSDP and ZeRO change the order twice (2 x 2 per process, then
+the reduction across processes), so their mean distance to the 1-process run may be 4 times that noise. The
+largest single difference is no noise measure: Adam divides each update by the root of its squared gradients,
+so an element whose gradient is near zero turns rounding noise into a visible step (measured: one element of
+2,048 above 1e-6). It is bounded by 1e-4, a fiftieth of one learning-rate step (5e-3). A real error (a lost
+shard, a wrong average, a skipped or repeated update) moves the adapter by about a whole step.
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ def max_abs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def mean_abs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return torch.cat([(a[k] - b[k]).flatten() for k in b]).abs().mean().item()
+
+
 def state(checkpoint: Path) -> tuple[int, int, int]:
     """(global step, total steps, per-device batch) of a checkpoint's trainer state."""
     saved = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -114,25 +121,33 @@ def runs(tmp_path_factory, tiny_model_dir, boolq64):
 
 
 @pytest.fixture(scope="module")
-def tolerance(runs) -> float:
+def noise(runs) -> dict[str, float]:
+    """Mean absolute reduction-order noise of the 1-process adapter, per checkpoint folder (see the docstring)."""
     root, _ = runs
-    noise = max_abs(adapter(root / "split"), adapter(root / "one"))
-    print(f"reduction-order noise (1 process, 8 x 1 vs 2 x 4): max abs {noise:.2e}; tolerance {4 * noise:.2e}")
-    assert 0 < noise < 1e-4  # fp32 noise; were it 0, the split would not have changed the order
-    return 4 * noise
+    measured = {folder: mean_abs(adapter(root / "split" / folder), adapter(root / "one" / folder))
+                for folder in ("checkpoint-4", ".")}  # fmt: skip
+    print(f"reduction-order noise (1 process, 8 x 1 vs 2 x 4), mean abs: {measured}")
+    assert all(0 < value < 1e-6 for value in measured.values())  # fp32 noise; 0 would mean the order never changed
+    return measured
 
 
-def test_accelerate_fsdp2_trains_the_adapter_of_one_process_in_fp32(runs, tolerance):
+def assert_same_adapter(got: Path, expected: Path, noise: float, what: str) -> None:
+    """``got`` is ``expected`` up to 4 x the reduction-order ``noise`` (mean abs), no element off by 1e-4."""
+    a, b = adapter(got), adapter(expected)
+    mean, largest = mean_abs(a, b), max_abs(a, b)
+    print(f"{what}: mean abs {mean:.2e} (tolerance {4 * noise:.2e}), max abs {largest:.2e} (bound 1e-4)")
+    assert mean <= 4 * noise and largest < 1e-4, what
+
+
+def test_accelerate_fsdp2_trains_the_adapter_of_one_process_in_fp32(runs, noise):
     root, logs = runs
     assert "effective batch: 8 (= 2 per device x 4 accumulation x 1 process)" in logs["one"]
     assert f"setup: single x 1 process; mixed precision no; {FP32_SETUP}" in logs["one"]
     assert "effective batch: 8 (= 2 per device x 2 accumulation x 2 processes)" in logs["fsdp"]
     assert f"setup: fsdp2 x 2 processes; mixed precision no; {FP32_SETUP}" in logs["fsdp"]
     assert "The launcher's mixed precision 'bf16'" in logs["fsdp"]  # TRL's fsdp2.yaml asks for bf16
-    for folder in ("checkpoint-4", "checkpoint-8", "."):
-        diff = max_abs(adapter(root / "fsdp" / folder), adapter(root / "one" / folder))
-        print(f"FSDP2 x 2 vs 1 process, {folder}: max abs {diff:.2e} (tolerance {tolerance:.2e})")
-        assert diff <= tolerance, folder
+    for folder in ("checkpoint-4", "."):
+        assert_same_adapter(root / "fsdp" / folder, root / "one" / folder, noise[folder], f"FSDP2 x 2, {folder}")
 
 
 def test_fsdp2_checkpoints_are_whole_peft_adapters_that_stock_peft_loads(runs, tiny_model_dir):
@@ -164,7 +179,7 @@ def test_fsdp2_checkpoints_are_whole_peft_adapters_that_stock_peft_loads(runs, t
 
 @pytest.mark.parametrize("direction", ["one process -> FSDP2 x 2", "FSDP2 x 2 -> one process"])
 def test_resuming_across_launchers_keeps_steps_global_batch_and_adapter(
-    runs, tolerance, tmp_path, tiny_model_dir, boolq64, direction
+    runs, noise, tmp_path, tiny_model_dir, boolq64, direction
 ):
     root, _ = runs
     source, launcher, split = ("one", FSDP2, "2 x 2 x 2") if direction.startswith("one") else ("fsdp", ONE, "2 x 4")
@@ -176,9 +191,7 @@ def test_resuming_across_launchers_keeps_steps_global_batch_and_adapter(
     per_device, accumulation, *processes = split.split(" x ")
     assert f"effective batch: 8 (= {per_device} per device x {accumulation} accumulation" in log
     assert state(out / "checkpoint-8") == (8, 8, 2)
-    diff = max_abs(adapter(out), adapter(root / "one"))
-    print(f"resumed {direction}: max abs {diff:.2e} vs the uninterrupted 1-process run (tolerance {tolerance:.2e})")
-    assert diff <= tolerance
+    assert_same_adapter(out, root / "one", noise["."], f"resumed {direction}, vs the uninterrupted run")
 
 
 def test_dora_merge_of_the_fsdp2_adapter_gives_the_adapters_outputs(runs, tmp_path, tiny_model_dir):
@@ -206,9 +219,10 @@ def test_trl_sft_use_dora_under_trl_fsdp2_config_trains_our_layer_and_saves_a_pe
     data.mkdir()
     rows = [{"text": train_text(r["instruction"], r["output"])} for r in boolq_records[:32]]
     (data / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
-    trl = shutil.which("trl", path=os.path.dirname(sys.executable)) or "trl"
+    script = shutil.which("trl", path=os.path.dirname(sys.executable))
+    trl = [script] if script else [sys.executable, "-c", "import sys; from trl.cli import main; sys.exit(main())"]
     log = _run([
-        trl, "sft", "--accelerate_config", "fsdp2", "--num_processes", "2", "--main_process_port", _port(),
+        *trl, "sft", "--accelerate_config", "fsdp2", "--num_processes", "2", "--main_process_port", _port(),
         "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
         "--use_peft", "--use_dora", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0",
         "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2", "--save_steps", "2",
@@ -226,7 +240,7 @@ def test_trl_sft_use_dora_under_trl_fsdp2_config_trains_our_layer_and_saves_a_pe
 
 
 @pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
-def test_deepspeed_zero_trains_the_adapter_of_one_process(runs, tolerance, tmp_path, tiny_model_dir, boolq64, config):
+def test_deepspeed_zero_trains_the_adapter_of_one_process(runs, noise, tmp_path, tiny_model_dir, boolq64, config):
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
     root, _ = runs
     out = tmp_path / "zero"
@@ -234,6 +248,5 @@ def test_deepspeed_zero_trains_the_adapter_of_one_process(runs, tolerance, tmp_p
                    "--max_steps", "4")  # fmt: skip
     stage = config.removesuffix(".yaml").removeprefix("zero")
     assert f"setup: deepspeed zero{stage} x 2 processes; mixed precision no; {FP32_SETUP}" in log
-    diff = max_abs(adapter(out), adapter(root / "one" / "checkpoint-4"))
-    print(f"DeepSpeed ZeRO-{stage} x 2 vs 1 process after 4 steps: max abs {diff:.2e} (tolerance {tolerance:.2e})")
-    assert diff <= tolerance
+    one = root / "one" / "checkpoint-4"
+    assert_same_adapter(out, one, noise["checkpoint-4"], f"DeepSpeed ZeRO-{stage} x 2, 4 steps")
