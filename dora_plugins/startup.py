@@ -6,6 +6,7 @@ which calls :func:`dora_plugins.route_peft` right after one of the watched modul
 
 - not set (the default): the ``trl`` command line (``trl.cli``) and lm-eval's Hugging Face model
   (``lm_eval.models.huggingface``, which loads ``peft=`` adapters), whose INFO lines then show on stderr;
+  ``trl.cli`` sets ``DORA_PLUGINS_ROUTE=1`` for the training processes it launches through accelerate;
 - ``1``: every process, as soon as ``peft`` is imported;
 - ``0``: nowhere. (``DoraConfig`` always runs our layer: asking for it is not automatic routing.)
 
@@ -49,6 +50,10 @@ def route(trigger: str) -> None:
 
     from .peft_layer import logger, route_peft
 
+    if trigger == "trl.cli" and not os.environ.get(ENV, "").strip():
+        # `trl sft` trains in a child that accelerate launch starts (trl/scripts/sft.py, which never imports
+        # trl.cli): the children inherit this and route as soon as they import peft.
+        os.environ[ENV] = "1"
     if trigger != "peft" and not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s [dora-plugins] %(message)s"))

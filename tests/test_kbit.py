@@ -113,7 +113,7 @@ def test_magnitude_stays_fp32_and_learns_through_trl_on_a_4bit_model(base_dir, t
 
 
 @pytest.mark.slow
-def test_dora_sft_load_in_4bit_trains_on_the_cpu_and_saves_a_peft_adapter(base_dir, tmp_path):
+def test_dora_sft_load_in_4bit_trains_on_the_cpu_and_saves_a_peft_adapter(base_dir, tmp_path, capsys):
     import json
 
     from safetensors.torch import load_file
@@ -126,6 +126,10 @@ def test_dora_sft_load_in_4bit_trains_on_the_cpu_and_saves_a_peft_adapter(base_d
             "--output_dir", str(tmp_path / "run"), "--load_in_4bit", "--max_steps", "2",
             "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no"]  # fmt: skip
     assert dora_main(args) == 0
+    setup = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("setup:"))
+    # After TRL's k-bit preparation, as trained: TRL casts LoRA A and B to bf16 (QLoRA's choice) and exempts the
+    # magnitude (bf16 would swallow its small updates). docs/training.md states it.
+    assert "lora_A bfloat16, lora_B bfloat16, magnitude float32;" in setup
     saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
     magnitudes = [v for k, v in saved.items() if "lora_magnitude_vector" in k]
     assert len(magnitudes) == 2 * len(TARGETS) and all(m.dtype == torch.float32 for m in magnitudes)

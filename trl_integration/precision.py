@@ -5,8 +5,10 @@ The paper (NVlabs/DoRA ``commonsense_reasoning/finetune.py``) loads the base mod
 its DoRA factors and magnitude are created in fp32. ``precision="paper"`` does exactly that.
 ``precision="auto"`` (the default) does the same in bf16 where the GPU has it (Ampere or newer), which
 needs no loss scaling, and fp16 otherwise. Base weights and autocast share a dtype, so no base weight is
-cast at any matrix product. Adapters and magnitude stay fp32 either way (PEFT upcasts adapter weights;
-TRL exempts ``lora_magnitude_vector`` from its k-bit downcast). Without a CUDA GPU everything is fp32.
+cast at any matrix product. Adapters and magnitude stay fp32 either way (PEFT upcasts adapter weights),
+except on a k-bit base, where TRL casts LoRA A and B to bf16 and exempts only ``lora_magnitude_vector``.
+Without a CUDA GPU everything else is fp32. The ``setup:`` line (:mod:`trl_integration.setup_report`) shows
+what a run got.
 """
 
 from __future__ import annotations

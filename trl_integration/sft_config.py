@@ -91,6 +91,7 @@ class DoraSFTConfig(SFTConfig):
         self.per_device_train_batch_size = requested[0] or 8
         self.gradient_accumulation_steps = requested[1] or 1
         super().__post_init__()
+        self._own_mixed_precision()
         self.batch_plan = plan_batch(
             self.global_batch_size,
             self.world_size * max(1, self.n_gpu),  # processes, or the GPUs of one DataParallel process
@@ -117,6 +118,30 @@ class DoraSFTConfig(SFTConfig):
         accelerator = getattr(torch, "accelerator", None)
         if not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available()):
             self.use_cpu = True  # DDP on gloo when several processes are launched, instead of N separate runs
+
+    def _own_mixed_precision(self) -> None:
+        """The mixed precision of ``precision`` / ``--bf16`` / ``--fp16``, not the launcher's.
+
+        ``TrainingArguments`` starts from ``ACCELERATE_MIXED_PRECISION``, which ``accelerate launch`` sets from its
+        config file (TRL's configs say bf16), and keeps it unless bf16 or fp16 is on: a run that chose fp32 (no
+        CUDA GPU, or ``--bf16 false``) would then autocast in bf16 anyway, and FSDP would compute in bf16.
+        """
+        import os
+
+        ours = "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+        launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+        if launcher != ours and self.mixed_precision != "fp8":
+            logger.warning(
+                f"The launcher's mixed precision {launcher!r} (accelerate config / --mixed_precision) is ignored: "
+                f"this run's precision gives {ours!r}. Set --bf16 / --fp16 to choose another."
+            )
+            self.mixed_precision = ours
+            if self.deepspeed_plugin is not None and not self.deepspeed:  # built from the launcher's variables
+                from accelerate.utils import DeepSpeedPlugin
+
+                self.deepspeed_plugin = DeepSpeedPlugin()
+                self.deepspeed_plugin.set_mixed_precision(ours)
+                self.deepspeed_plugin.set_deepspeed_weakref()
 
     def base_dtype(self) -> str:
         """The dtype to load the base model in: that of the mixed precision, so no weight is cast per product."""

@@ -21,6 +21,7 @@ from .callbacks import DoraDynamicsCallback
 from .data import check_val_set_size, load_records, sft_datasets
 from .peft_config import build_peft_config, check_target_modules
 from .preflight import COMMAND, check_values
+from .setup_report import SetupReportCallback
 from .trainer import DoraSFTTrainer
 
 
@@ -64,6 +65,7 @@ def prepare(script_args, training_args, model_args, dora_args: DoraArguments) ->
         peft_config=peft_config,
     )
     trainer.add_callback(DoraDynamicsCallback(trainer))
+    trainer.add_callback(SetupReportCallback(trainer))
     return trainer
 
 

@@ -15,18 +15,22 @@ import os
 import shutil
 from typing import cast
 
+import torch
 import torch.distributed as dist
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer import SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import SFTTrainer
 
 from dora_plugins.outputs import STAGING, record_run_files, replace_files, swap_in
 
+from .checkpoints import foreign_optimizer, is_fsdp_adapter_checkpoint, load_foreign_optimizer
+
 STAGING_DIR = STAGING  # ".partial": not a "checkpoint-N" name, so get_last_checkpoint never returns it
 
 
 class DoraSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` with crash-safe checkpoints (staged, then renamed) and a crash-safe final save."""
+    """``SFTTrainer`` with crash-safe checkpoints (staged, then renamed) and a crash-safe final save, whose
+    checkpoints resume under FSDP and without it alike (see :mod:`trl_integration.checkpoints`)."""
 
     _staging_root: str | None = None
 
@@ -63,6 +67,23 @@ class DoraSFTTrainer(SFTTrainer):
             best_model_checkpoint=self.state.best_model_checkpoint,
             use_mtime=False,
         )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = self.model if model is None else model
+        if not self.is_fsdp_enabled and is_fsdp_adapter_checkpoint(resume_from_checkpoint):
+            # transformers refuses an FSDP checkpoint without FSDP; its adapter file is complete, load it as PEFT does
+            model.load_adapter(resume_from_checkpoint, model.active_adapters[0], is_trainable=True)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        foreign = None if checkpoint is None else foreign_optimizer(checkpoint, self.is_fsdp_enabled)
+        if foreign is None or self.is_deepspeed_enabled:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+        load_foreign_optimizer(foreign, self.model, optimizer, fsdp=self.is_fsdp_enabled)
+        scheduler = torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True)
+        self.lr_scheduler.load_state_dict(scheduler)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # TrainingArguments declares output_dir optional; its __post_init__ always sets one.

@@ -77,3 +77,15 @@ def test_explicit_mixed_precision_flags_win(monkeypatch, tmp_path):
 def test_unknown_precision_is_named_with_the_choices():
     with pytest.raises(ConfigError, match="Unknown precision 'papr'. Did you mean 'paper'?"):
         mixed_precision("papr", "bfloat16")
+
+
+@pytest.mark.parametrize(("gpu", "expected"), [(None, "no"), ("bfloat16", "bf16"), ("float16", "fp16")])
+def test_the_launchers_mixed_precision_gives_way_to_the_runs_precision(monkeypatch, tmp_path, caplog, gpu, expected):
+    # accelerate launch --config_file <TRL's configs> exports ACCELERATE_MIXED_PRECISION=bf16; TrainingArguments
+    # kept it whenever bf16 and fp16 were off, so an fp32 run autocast (and FSDP computed) in bf16.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setattr(sft_config_module, "gpu_half_dtype", lambda: gpu)
+    with caplog.at_level(logging.WARNING):
+        args = DoraSFTConfig(output_dir=str(tmp_path), report_to="none")
+    assert args.mixed_precision == expected
+    assert ("The launcher's mixed precision 'bf16'" in caplog.text) == (expected != "bf16")
