@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TARGETS, make_tiny_llama, max_rel, perturb_adapters, word_tokenizer
+from helpers import TARGETS, make_tiny_llama, max_rel, no_cpu_repacking, perturb_adapters, word_tokenizer
 from peft import LoraConfig, get_peft_model
 
 from dora_plugins import DoraConfig
@@ -64,14 +64,6 @@ def test_4bit_training_matches_stock_peft_dora(base_dir, dropout):
     assert results[0][1].keys() == results[1][1].keys()
     for name, grad in results[0][1].items():
         assert max_rel(grad, results[1][1][name]) < 1e-4, name
-
-
-def no_cpu_repacking(model):
-    """Keeps every 4-bit layer of ``model`` in the layout ``dequantize_4bit`` reads (see the tests below)."""
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit":
-            module.support_avx512bf16_for_cpu = False
-    return model
 
 
 def test_4bit_generation_and_merge_match_stock_peft_dora(base_dir):
