@@ -289,7 +289,33 @@ def dora_linear_4bit(target, adapter_name: str, **kwargs):
     """PEFT's 4-bit LoRA layer (QDoRA) with our variant; imports bitsandbytes only when a 4-bit layer exists."""
     from peft.tuners.lora import bnb as lora_bnb
 
+    keep_4bit_layout_readable(target)
     return _with_our_variant(lora_bnb.Linear4bit)(target, adapter_name, **kwargs)
+
+
+def keep_4bit_layout_readable(base: nn.Module) -> None:
+    """Keeps a bitsandbytes ``Linear4bit`` weight in the layout that ``dequantize_4bit`` reads.
+
+    bitsandbytes >= 0.49, on a CPU with AVX512-BF16, repacks the weight in place at the layer's first eval
+    forward without grad (a kernel layout, block scales transposed to bf16: ``quant_state.packing_format_for_cpu``).
+    ``dequantize_4bit``, through which PEFT's DoRA, its 4-bit merge and our layer read the weight, ignores that
+    layout and returns scrambled values: the weight norm and a merge would be wrong (merged vs unmerged logits
+    0.49-0.69 apart instead of the 0.13 of re-quantization). So the layers we wrap are never repacked, and one
+    repacked before it was wrapped is unpacked (its block scales keep their bf16 rounding).
+    """
+    setattr(base, "support_avx512bf16_for_cpu", False)  # noqa: B010 (read by Linear4bit.forward before it repacks)
+    weight = cast(nn.Parameter, base.weight)
+    state: Any = getattr(weight, "quant_state", None)
+    if not getattr(state, "packing_format_for_cpu", False):
+        return
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    scales = state.absmax  # (in / blocksize, out) in bf16
+    nested = state.original_nested
+    weight.data, state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+    if not nested:  # the inverse re-orders nested scales only
+        state.absmax = scales.T.reshape(-1).float()
+    weight.quant_state = state  # type: ignore[attr-defined]
 
 
 def dora_linear_8bit(target, adapter_name: str, **kwargs):

@@ -151,6 +151,18 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+def no_cpu_repacking(model):
+    """Keeps every bitsandbytes 4-bit layer of ``model`` in the layout that ``dequantize_4bit`` reads.
+
+    bitsandbytes >= 0.49 on a CPU with AVX512-BF16 repacks a 4-bit weight at its first eval forward, which stock
+    PEFT's DoRA then reads scrambled (tests/test_kbit.py); our layers never let it. For comparisons with stock.
+    """
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit":
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
 def perturb_adapters(model, seed: int = 1) -> None:
     """Non-zero B and a magnitude away from the row norms, so every term of the formula matters."""
     gen = torch.Generator().manual_seed(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -37,18 +38,35 @@ CHECK = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def example_venv(tmp_path_factory):
-    """A venv that sees the system packages (dora-plugins included) with the example plugin pip-installed."""
+    """A venv that sees this interpreter's packages (dora-plugins included) with the example plugin pip-installed."""
     root = tmp_path_factory.mktemp("example-plugin")
     source = root / "dora-plugin-example"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))  # builds stay out of git
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(root / "venv")
-    python = str(root / "venv" / "bin" / "python")
+    python = _venv_over_this_environment(root / "venv")
     subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(source)],
         check=True,
         env=_env(),
     )
     return python
+
+
+def _venv_over_this_environment(path: Path) -> str:
+    """A venv whose ``sys.path`` ends with the site folders of the interpreter running the tests.
+
+    ``system_site_packages=True`` would give the *base* interpreter's packages, not those of the user's venv
+    (where dora-plugins, pip and a PEP 639 setuptools are installed). A ``.pth`` line calling
+    ``site.addsitedir`` also runs the ``.pth`` files there, which the editable install of dora-plugins needs.
+    """
+    venv.EnvBuilder(with_pip=False).create(path)
+    python = path / "bin" / "python"
+    site_dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    own = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})" for d in site_dirs if Path(d).is_dir()]
+    (Path(own) / "_tests_parent_environment.pth").write_text("\n".join(lines) + "\n")
+    return str(python)
 
 
 def _env() -> dict:

@@ -81,20 +81,34 @@ def mutate(rng: random.Random, ours, stock) -> str:
     return f"{change}({kind}, {factor}, {training}, {value})"
 
 
-def compare(ours, stock, x: torch.Tensor) -> float:
-    errors = []
+def outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every path a change must reach: without gradients, inside ``inference_cache()`` (twice: the cached
+    constants), and with gradients (training or not)."""
     with torch.no_grad():
-        errors.append(max_rel(ours(x), stock(x)))
+        results = [model(x)]
         with inference_cache():
-            errors.append(max_rel(ours(x), stock(x)))
-            errors.append(max_rel(ours(x), stock(x)))  # the cached constants
-    errors.append(max_rel(ours(x).detach(), stock(x).detach()))  # with gradients (training or not)
-    return max(errors)
+            results += [model(x), model(x)]
+    return [*results, model(x).detach()]
+
+
+def errors(ours, stock, x: torch.Tensor) -> tuple[float, float]:
+    """The largest error of our outputs and of stock PEFT's against float64 arithmetic on the same parameters.
+
+    Stock PEFT caches nothing, so a float64 copy of it gives the exact output of the parameters as they are now.
+    """
+    with torch.no_grad():
+        exact = copy.deepcopy(stock).double()(x.double())
+    ours_error, stock_error = (max(max_rel(y.double(), exact) for y in outputs(m, x)) for m in (ours, stock))
+    return ours_error, stock_error
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
 def test_random_changes_never_leave_a_stale_output(bias):
+    """A stale output is off by the size of a change (1e-2 and more). What float32 rounding costs depends on the
+    state: a few float32 epsilons (1.2e-7) where it is well conditioned (ours at most 7e-7 in these sequences), and
+    up to 1.3e-4 for stock PEFT itself where it is not (seed 128: a magnitude negated while merged, unmerged,
+    then scaled). So our error may be twice stock's own on the same state, plus 1e-6."""
     mismatches = []
     for seed in range(SEQUENCES // 2):
         rng = random.Random(seed)
@@ -104,8 +118,8 @@ def test_random_changes_never_leave_a_stale_output(bias):
         history = []
         for _ in range(STEPS):
             history.append(mutate(rng, ours, stock))
-            error = compare(ours, stock, x)
-            if not error < 1e-4:
-                mismatches.append((seed, history[:], error))
+            ours_error, stock_error = errors(ours, stock, x)
+            if not ours_error <= 2 * stock_error + 1e-6:
+                mismatches.append((seed, history[:], ours_error, stock_error))
                 break
     assert not mismatches, mismatches[:5]
