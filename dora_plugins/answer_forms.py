@@ -29,16 +29,19 @@ RESTATED_QUESTION = "restated question"
 _NUMBER_MARK = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=\s|$)")
 _LETTER_MARK = re.compile(r"(?:^|(?<=\s))([a-h])\)(?=\s)|^[ \t\"'*]{0,4}([a-h])\.(?=\s)", re.M)
 _BULLET = re.compile(r"^[ \t]{0,20}[-*•][ \t]{1,4}\S", re.M)
+_CUE_LINE = re.compile(r"^[ \t]{0,20}(?:answer|solution|option|ending|choice)[ \t]{0,2}:", re.M)
 _PICK = re.compile(
     r"(?:answer|solution|option|ending|choice)s?(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this)[ \t]{1,3}question)?"
     r"[ \t]{0,3}(?:(?:is|would[ \t]{1,3}be)[ \t]{0,3}:?|:|=)[ \t]{0,3}"
 )
 _LINE_MARK = re.compile(r"[ \t\"'*:]{0,24}(?:\d{1,2}|[a-h])[.)][ \t]{0,3}")  # lines are indented
+_SENTENCE_END = re.compile(r"[.!?\n]")
 MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text is a flood, not an answer
 
 
 def enumeration(response: str) -> int | None:
-    """Where a list of two or more entries in sequence (1 then 2, a then b, two bullets) starts; None if none."""
+    """Where a list of two or more entries starts (1 then 2, a then b, two bullets, two lines that open with
+    ``Answer:``); None if none."""
     for pattern in (_NUMBER_MARK, _LETTER_MARK):
         first: dict[str, int] = {}
         for count, mark in enumerate(pattern.finditer(response)):
@@ -49,8 +52,11 @@ def enumeration(response: str) -> int | None:
         for one, two in (("1", "2"), ("a", "b")):
             if one in first and two in first and first[one] < first[two]:
                 return first[one]
-    bullets = [m.start() for _, m in zip(range(2), _BULLET.finditer(response), strict=False)]
-    return bullets[0] if len(bullets) == 2 else None
+    for pattern in (_BULLET, _CUE_LINE):  # "- <text>" twice; "Answer: <text>" on two lines
+        lines = [m.start() for _, m in zip(range(2), pattern.finditer(response), strict=False)]
+        if len(lines) == 2:
+            return lines[0]
+    return None
 
 
 def pick(response: str, start: int) -> int | None:
@@ -60,9 +66,11 @@ def pick(response: str, start: int) -> int | None:
     after the entry's number, so that reading from there reads the entry's words.
     """
     found = None
+    cue_list = len([m for _, m in zip(range(2), _CUE_LINE.finditer(response), strict=False)]) == 2
     for cue in _PICK.finditer(response, start):
         line_start = response.rfind("\n", 0, cue.start()) + 1
-        if not _LINE_MARK.match(response, line_start) and cue.start() > start:
+        entry = _LINE_MARK.match(response, line_start) or (cue_list and _CUE_LINE.match(response, line_start))
+        if not entry and cue.start() > start:
             found = cue
     if found is None:
         return None
@@ -122,6 +130,23 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
     if len(said) > 1:
         return "", None
     return next(iter(said.items()), None)
+
+
+def filled_option_by_sentence(response: str, found: list, options: int) -> int | None:
+    """:func:`filled_option` over the first sentence where it decides (the filled sentence may be followed by a
+    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two).
+
+    ``found`` are option occurrences (``.option``, ``.start``) outside questions."""
+    if options != 2:
+        return None
+    start = 0
+    for end in [m.end() for m in _SENTENCE_END.finditer(response)] + [len(response)]:
+        inside = [o for o in found if start <= o.start < end]
+        filler = filled_option([sum(o.option == k for o in inside) for k in (0, 1)])
+        if filler is not None:
+            return filler
+        start = end
+    return filled_option([sum(o.option == k for o in found) for k in (0, 1)])
 
 
 def filled_option(counts: list[int]) -> int | None:

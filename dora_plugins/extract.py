@@ -136,10 +136,10 @@ def _from_text(
     asked = [o for o in found if not masked[o.start : o.end].strip()]
     found = [o for o in found if o not in asked]
     if benchmark == "winogrande":
-        named = [o for o in found if answer_text.named(response, o)]
-        filler = answer_forms.filled_option([sum(o.option == k for o in named) for k in range(len(options))])
+        # every mention counts, negated ones too: the sentence itself may say "the bark but not the stone"
+        filler = answer_forms.filled_option_by_sentence(response, found, len(options))
         if filler is not None:
-            last = [o for o in named if o.option == filler][-1]
+            last = [o for o in found if o.option == filler][-1]
             return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
     starts = frozenset(m.start for m in mentions)
     stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]

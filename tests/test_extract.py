@@ -497,6 +497,8 @@ PIQA = ["Use the edges to apply toilet tissue to something.", "Use the edges to 
         ("ARC-Easy", "1) days become shorter 2) density decreases 3) years", ARC_OPTIONS),
         ("boolq", "1. Yes\n2. No\n3. Yes\n4. No", ["true", "false"]),
         ("boolq", "1. Yes, it is.\n                2. No, it is not.", ["true", "false"]),
+        ("ARC-Easy", "Answer: 1. density decreases\n Answer: 2. years become longer\n Answer", ARC_OPTIONS),
+        ("ARC-Easy", "Answer: density decreases\n    Answer: years become longer", ARC_OPTIONS),
     ],
 )
 def test_improved_reads_no_answer_in_an_enumeration_of_the_options(bench, text, options):
@@ -546,6 +548,9 @@ NAMES = ["Sarah", "Maria"]
         ("Sarah was a much better surgeon than Maria so Maria always got the easier cases.", "option2"),
         ("Sarah was a much better surgeon than Maria so _ always got the harder cases.", ""),  # the blank kept
         ("Sarah was a much better surgeon than Maria so", ""),  # cut off before the blank
+        ("Sarah was better than Maria, not Maria, so Sarah got more.", ""),  # Maria twice, Sarah twice
+        ("Sarah was better, but not Maria, so Sarah got more.", "option1"),  # a negated mention is still a mention
+        ("Maria was better than Sarah so Maria won.\nMaria was better than", "option2"),  # a cut-off copy after it
     ],
 )
 def test_improved_reads_winogrande_answered_with_the_filled_sentence(text, expected):

@@ -12,9 +12,18 @@ option texts, what the model wrote and the gold answer, plus empty ``label``, ``
 the person who labels it (``tools/sample_extract_rows.py --show`` prints rows without gold or any extractor output).
 Rows are appended to ``--output``; items already there for the same source are skipped, so a run can resume.
 
-    python tools/sample_smollm2_generations.py --source base --per-benchmark 20 --output gens.jsonl
-    python tools/sample_smollm2_generations.py --adapter runs/dora/checkpoint-10 --source dora@10 \\
-        --per-benchmark 15 --output gens.jsonl
+The set in the repository: adapters trained with ``dora sft --model_name_or_path smollm2-135m --dataset_name
+dora_plugins/demo_data/train.json --preset {lora,dora} --max_steps 20 --save_steps 5 --per_device_train_batch_size 2
+--learning_rate 2e-3 --max_length 256 --gradient_checkpointing false --seed 0`` (CPU, fp32), then:
+
+    python tools/sample_smollm2_generations.py --data ../shared/data --source base --per-benchmark 20 --output X
+    python tools/sample_smollm2_generations.py --data ../shared/data --source lora@5 \\
+        --adapter runs/lora/checkpoint-5 --per-benchmark 10 --output X
+    python tools/sample_smollm2_generations.py --demo-items --source dora@5 \\
+        --adapter runs/dora/checkpoint-5 --per-benchmark 14 --output X    # also dora@10, lora@10 (14), lora@20 (10)
+
+then labelled by hand (``tests/data/README.md``). Generation on a shared 2-core CPU was stopped before every
+source reached its count: the set holds what was generated, each row labelled.
 """
 
 from __future__ import annotations
