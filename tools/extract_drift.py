@@ -100,7 +100,8 @@ def drift(data: Path, stored: dict[str, str], labelled: list[Path] = ()) -> dict
         if explained.label == old:
             continue
         in_range = labels[: len(options)] if row["benchmark"] != "boolq" else labels
-        contract_changed += states_one_label(row["output_pred"], in_range, labels) is not None
+        stated = states_one_label(row["output_pred"], in_range, labels) is not None
+        contract_changed += stated and group == "real"  # on the real rows, the contract of DESIGN.md
         direction = "now read" if not old else "now refused" if not explained.label else "now another label"
         changed.append(
             {
