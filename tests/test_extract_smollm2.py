@@ -79,3 +79,12 @@ def test_no_extractor_raises_on_any_smollm2_row():
             explained = explain_answer(row["output_pred"], row["benchmark"], options)
             assert explained.rule in RULES
             assert explained.label == improved(row["output_pred"], row["benchmark"], options)
+
+
+def test_docs_extraction_examples():
+    """The examples of docs/extraction.md."""
+    from dora_plugins.extract import extract_answer
+
+    assert extract_answer("1. Yes\n2. No\n\nThe answer is: 1. Yes", "boolq") == "true"
+    explained = explain_answer("1. Use a hair dryer.\n2. Use an oven.", "piqa", ["Use a hair dryer.", "Use an oven."])
+    assert (explained.label, explained.rule) == ("", "enumeration")
