@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import islice
 
+from . import answer_forms
+
 # The rules that decide, as explain_answer reports them.
 EXPLICIT = "explicit statement"
 LABEL = "label"
@@ -29,9 +31,11 @@ _DIGIT_RUN = re.compile(r"[0-9]+")
 _CUE_WORDS = ("answer", "solution", "ending", "option", "choice")  # found with str.find: regex alternations are slow
 _RIGHT_WORDS = ("correct", "right", "best")
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$")
+_STATED = re.compile(r"\bis\s{1,3}$")
 _LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
+_LIST_LIMIT = 2000  # characters: only a short response is looked at as a list
 MAX_MENTIONS = 64  # a 32-token answer names a few labels; a text with more label-like tokens is not an answer
 
 
@@ -88,8 +92,13 @@ def mentions(response: str, labels: tuple[str, ...], in_range: tuple[str, ...]) 
     prefix = mention_pattern(labels)[1]
     # "Answer1: <text>" recites the option list, unless the response opens with it and names no other that way.
     colon = [prefix is not None and response[m.end() : m.end() + 3].lstrip(" ").startswith(":") for m in matches]
-    opens_with_one = sum(colon) == 1 and colon[0] and matches[0].start() == 0
-    reciting = any(colon) and not opens_with_one
+    # ... or states it: "the correct ending to complete the sentence is ending1: <its text>".
+    first = colon.index(True) if sum(colon) == 1 else None
+    stated_one = first is not None and bool(
+        _STATED.search(response, max(0, matches[first].start() - 8), matches[first].start())
+    )
+    opens_with_one = first == 0 and matches[0].start() == 0
+    reciting = any(colon) and not opens_with_one and not stated_one
     mentions = []
     for match, listed in zip(matches, colon, strict=True):
         start, end = match.span()
@@ -116,6 +125,9 @@ def _numbers_stated(response: str, prefix: str, in_range: tuple[str, ...]) -> li
         found = _NUMBER_BEFORE.search(response, max(0, at - 24), at)
         if found:
             spans.add(found.span(1))
+    marks = {(s, e) for s, e in spans if response[e : e + 1] in (".", ")")}
+    if marks and len(response) <= _LIST_LIMIT and answer_forms.enumeration(response) is not None:
+        spans -= marks  # "Answer: 1. <text> 2. <text>": the numbers of a list, not an answer
     mentions = []
     for start, end in sorted(spans):
         label = f"{prefix}{int(response[start:end])}"

@@ -29,7 +29,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import answer_labels, answer_text
+from . import answer_forms, answer_labels, answer_text
+from .answer_forms import ENUMERATION, FILLED_SENTENCE, RESTATED_QUESTION, YES_NO
 from .answer_labels import CONTRADICTION, ECHO, EXPLICIT, LABEL, MAX_MENTIONS, Mention
 from .prompts import RESPONSE_MARKER
 
@@ -50,7 +51,20 @@ OPTION_TEXT = "option text"
 OUT_OF_RANGE = "out of range"
 GARBAGE = "garbage"
 NO_ANSWER = "no answer"
-RULES = (EXPLICIT, LABEL, OPTION_TEXT, ECHO, CONTRADICTION, OUT_OF_RANGE, GARBAGE, NO_ANSWER)
+RULES = (
+    EXPLICIT,
+    LABEL,
+    OPTION_TEXT,
+    YES_NO,
+    FILLED_SENTENCE,
+    ECHO,
+    ENUMERATION,
+    RESTATED_QUESTION,
+    CONTRADICTION,
+    OUT_OF_RANGE,
+    GARBAGE,
+    NO_ANSWER,
+)
 
 _FORMAT_LINE = re.compile(r"answer\s?format\s?:[^\n]*")  # on the lower-cased response
 _QUOTES_TEXT = re.compile(r"\s{0,3}[:.)/-]?\s{0,3}[\"'(]?\s{0,2}")
@@ -71,6 +85,12 @@ class Explanation:
 def _response(text: str) -> str:
     """The text after the last ``### Response:``, stripped, as the paper's script gives it to the extractor."""
     return text.split(RESPONSE_MARKER)[-1].strip()
+
+
+def _answer_part(text: str) -> str:
+    """What ``improved`` reads: the text after the last ``### Response:``; when the model wrote nothing after it
+    (it answered, then began a new turn), the whole text with the markers set aside."""
+    return _response(text) or text.replace(RESPONSE_MARKER, "\n").strip()
 
 
 def _get_labels(benchmark: str) -> tuple[str, ...]:
@@ -98,7 +118,7 @@ def _quoted_option(response: str, mention: Mention, found: list[answer_text.Occu
 
 
 def _from_text(
-    response: str, options: Sequence[object], in_range: tuple[str, ...], mentions: list[Mention]
+    response: str, options: Sequence[object], in_range: tuple[str, ...], mentions: list[Mention], benchmark: str
 ) -> tuple[str, str, tuple[int, int] | None] | None:
     """(label, rule, evidence span) for an option stated in words, or a refusal; None when no option is stated."""
     found = answer_text.occurrences(response, options[: len(in_range)])
@@ -106,13 +126,48 @@ def _from_text(
         return "", GARBAGE, None
     if answer_text.recites(response) or any(_quoted_option(response, m, found) is not None for m in mentions):
         return "", ECHO, None  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
+    listed = answer_forms.enumeration(response)
+    if listed is not None:  # "1. <text> 2. <text>": only a statement after the list may pick one
+        picked = answer_forms.pick(response, listed)
+        found = [o for o in found if picked is not None and o.start >= picked]
+        if not found:
+            return "", ENUMERATION, None
+    masked = answer_forms.without_questions(response)
+    asked = [o for o in found if not masked[o.start : o.end].strip()]
+    found = [o for o in found if o not in asked]
+    if benchmark == "winogrande":
+        # every mention counts, negated ones too: the sentence itself may say "the bark but not the stone"
+        filler = answer_forms.filled_option_by_sentence(response, found, len(options))
+        if filler is not None:
+            last = [o for o in found if o.option == filler][-1]
+            return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
     starts = frozenset(m.start for m in mentions)
     stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]
     if not stated:
-        return None
+        return ("", RESTATED_QUESTION, None) if asked else None
     if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
         return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
+
+
+def _yes_no(response: str) -> tuple[str, str, tuple[int, int] | None] | None:
+    """BoolQ answered in words: (label, rule, span), a refusal, or None when no yes/no answers."""
+    if len(response) > answer_text.TEXT_LIMIT:
+        return None
+    listed = answer_forms.enumeration(response)
+    start = 0
+    if listed is not None:
+        picked = answer_forms.pick(response, listed)
+        if picked is None:
+            return "", ENUMERATION, None
+        start = picked
+    said = answer_forms.yes_no(response[start:])
+    if said is None:
+        return ("", ENUMERATION, None) if listed is not None else None
+    word, span = said
+    if not word or span is None:
+        return "", CONTRADICTION, None
+    return ("true" if word == "yes" else "false"), YES_NO, (start + span[0], start + span[1])
 
 
 def _ignored(source: str, mentions: list[Mention], echoed_format: bool) -> tuple[str, ...]:
@@ -151,7 +206,7 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
     labels = _get_labels(benchmark)
     numbered = answer_labels.mention_pattern(labels)[1] is not None
     in_range = labels[: len(options)] if options and numbered else labels
-    raw = _response(text)
+    raw = _answer_part(text)
     lowered = raw.lower()
     response = _FORMAT_LINE.sub(lambda m: "\n" + " " * (len(m.group()) - 1), lowered)  # same offsets
     source, echoed = (raw if len(raw) == len(lowered) else lowered), response != lowered
@@ -168,7 +223,10 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
             if quoted is not None and in_range[quoted] != label:
                 return _Reading("", CONTRADICTION, (mention.start, mention.end + 40), source, mentions, echoed)
         return _Reading(label, rule, span, source, mentions, echoed)
-    read = _from_text(response, options, in_range, mentions) if options and numbered else None
+    if options and numbered:
+        read = _from_text(response, options, in_range, mentions, benchmark)
+    else:
+        read = _yes_no(response) if labels == ("true", "false") else None
     if read is not None:
         return _Reading(*read, source, mentions, echoed)
     if any(m.echo for m in mentions) or echoed:

@@ -349,7 +349,7 @@ def test_improved_refuses_contradictions(bench, text):
         ("social_i_qa", "the correct answer is answer"),
         ("winogrande", "the correct"),
         ("boolq", 'Response.statusCode = 200;\n    Response.contentType = "text/plain";'),
-        ("boolq", "Yes"),
+        ("boolq", "yes/no"),
         ("hellaswag", ""),
         ("ARC-Challenge", "the correct answer is not answer2"),
     ],
@@ -461,8 +461,10 @@ def test_improved_reads_yes_and_no_options_only_where_they_answer(text, expected
     assert improved(text, "openbookqa", ["yes", "no", "maybe it was", "all of these"]) == expected
 
 
-def test_yes_is_no_boolq_label():
-    assert improved("Yes", "boolq", ["true", "false"]) == ""
+def test_yes_and_no_answer_boolq_only():
+    """BoolQ asks a yes/no question: "Yes" answers it (true). On other benchmarks yes is only an option's text."""
+    assert improved("Yes", "boolq", ["true", "false"]) == "true"
+    assert improved("Yes", "ARC-Easy", ARC_OPTIONS) == ""
 
 
 @pytest.mark.parametrize(
@@ -478,6 +480,102 @@ def test_yes_is_no_boolq_label():
 )
 def test_improved_refuses_a_label_whose_text_is_another_option(bench, text, options, expected):
     assert improved(text, bench, options) == expected
+
+
+# ---- improved: enumerations, yes/no, filled sentences, restated questions (answer_forms) ---------------------
+
+PIQA = ["Use the edges to apply toilet tissue to something.", "Use the edges to apply super glue to something."]
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options"),
+    [
+        ("piqa", f"1. {PIQA[0]}\n                2. {PIQA[1][:20]}", PIQA),  # the second entry cut off
+        ("piqa", f"a) {PIQA[0]} b) {PIQA[1]}", PIQA),
+        ("piqa", f"- {PIQA[0]}\n- {PIQA[1]}", PIQA),
+        ("piqa", f"Solution1: {PIQA[0]} Solution2: {PIQA[1]}", PIQA),
+        ("ARC-Easy", "1) days become shorter 2) density decreases 3) years", ARC_OPTIONS),
+        ("boolq", "1. Yes\n2. No\n3. Yes\n4. No", ["true", "false"]),
+        ("boolq", "1. Yes, it is.\n                2. No, it is not.", ["true", "false"]),
+        ("ARC-Easy", "Answer: 1. density decreases\n Answer: 2. years become longer\n Answer", ARC_OPTIONS),
+        ("ARC-Easy", "Answer: density decreases\n    Answer: years become longer", ARC_OPTIONS),
+    ],
+)
+def test_improved_reads_no_answer_in_an_enumeration_of_the_options(bench, text, options):
+    explained = explain_answer(text, bench, options)
+    assert (explained.label, explained.rule in ("enumeration", "echo")) == ("", True)
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options", "expected"),
+    [
+        ("boolq", "1. Yes\n2. No\n\nThe answer is: 1. Yes", ["true", "false"], "true"),
+        ("boolq", "1. Yes\n2. No\nAnswer: No.", ["true", "false"], "false"),
+        ("piqa", f"1. {PIQA[0]}\n2. {PIQA[1]}\nThe answer is: 2. {PIQA[1]}", PIQA, "solution2"),
+    ],
+)
+def test_improved_reads_the_statement_that_picks_an_entry_after_a_list(bench, text, options, expected):
+    assert improved(text, bench, options) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes, it is bad to leave a dog in a hot car.", "true"),
+        ("No. The film has no sequel.", "false"),
+        ("The answer is yes.", "true"),
+        ('The answer to the question "Is corn starch the same as corn flour?" is "No, it is not."', "false"),
+        ("no answer", ""),
+        ("No one knows.", ""),
+        ("yes or no", ""),
+        ("Yes. No.", ""),  # both: a contradiction
+        ("Is it bad? Yes, I think", "true"),
+        ("Is it bad? I think so", ""),
+    ],
+)
+def test_improved_reads_boolq_answered_with_yes_or_no(text, expected):
+    assert improved(text, "boolq", ["true", "false"]) == expected
+    assert improved(text, "boolq") == expected
+
+
+NAMES = ["Sarah", "Maria"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Sarah was a much better surgeon than Maria so Sarah always got the harder cases.", "option1"),
+        ("Sarah was a much better surgeon than Maria so Maria always got the easier cases.", "option2"),
+        ("Sarah was a much better surgeon than Maria so _ always got the harder cases.", ""),  # the blank kept
+        ("Sarah was a much better surgeon than Maria so", ""),  # cut off before the blank
+        ("Sarah was better than Maria, not Maria, so Sarah got more.", ""),  # Maria twice, Sarah twice
+        ("Sarah was better, but not Maria, so Sarah got more.", "option1"),  # a negated mention is still a mention
+        ("Maria was better than Sarah so Maria won.\nMaria was better than", "option2"),  # a cut-off copy after it
+    ],
+)
+def test_improved_reads_winogrande_answered_with_the_filled_sentence(text, expected):
+    explained = explain_answer(text, "winogrande", NAMES)
+    assert explained.label == expected
+    assert explained.rule == ("filled sentence" if expected else explained.rule)
+
+
+@pytest.mark.parametrize(
+    ("bench", "text", "options"),
+    [
+        ("ARC-Easy", "Question: Why do days become shorter in winter?", ARC_OPTIONS),
+        ("ARC-Easy", 'The answer to the question "Why do days become shorter" is', ARC_OPTIONS),
+        ("piqa", f"Question: {PIQA[0]}\nAnswer:", PIQA),
+        ("winogrande", "Sarah gave the book to _ because she was leaving.", NAMES),
+    ],
+)
+def test_improved_never_reads_an_option_named_only_in_a_restated_question(bench, text, options):
+    assert improved(text, bench, options) == ""
+
+
+def test_improved_reads_the_answer_after_a_quoted_question_that_names_another_option():
+    text = 'The answer to the question "Do days become shorter or years become longer" is "density decreases"'
+    explained = explain_answer(text, "ARC-Easy", ARC_OPTIONS)
+    assert (explained.label, explained.rule) == ("answer1", "option text")
 
 
 # ---- improved: numbers, glued labels, cut-off runs -------------------------------------------------------------
@@ -602,6 +700,11 @@ ADVERSARIAL = {
     "option texts": "days become shorter. " * 47_619,
     "questions": "why? " * 200_000,
     "late answer": "x" * 1_000_000 + " the correct answer is answer2",
+    "list marks": "1. x\n2. y\n" * 100_000,
+    "answer then list marks": "the answer is 1. " * 62_500,
+    "yes and no": "Yes. No. " * 111_111,
+    "quoted questions": 'the question "' * 71_428,
+    "blanks": "_ " * 500_000,
 }
 
 

@@ -2,17 +2,24 @@
 
 Reads every row of ``<data>/generations/*.jsonl`` (62,391 rows), gives ``improved`` the item's answer texts
 (from the row's instruction, or from ``<data>/llm_adapters/<benchmark>/test.json`` by index, as lm-eval's
-tasks do) and compares its answer with a baseline: the answers of an earlier ``improved``, stored compactly in
-``tests/data/extract_improved_3d2e637.json`` (per file, one digit per row: 0 for "", k for the k-th label).
-Each change is classed by direction and by the rule that now decides (``explain_answer``). Rows that state
-exactly one in-range label as ``the correct answer is X`` and name no other label must never change.
+tasks do) and compares its answer with a baseline: the answers of an earlier ``improved``, stored compactly
+(per file, one digit per row: 0 for "", k for the k-th label). ``--labelled`` adds hand-labelled sets
+(``tests/data/*_labels.jsonl``; key ``labelled:<file stem>``). Each change is classed by direction and by the
+rule that now decides (``explain_answer``). Rows that state exactly one in-range label as
+``the correct answer is X`` and name no other label must never change. Per benchmark, the report gives the
+accuracy of ``original`` and of ``improved`` before (the baseline) and now, and how many rows each leaves unread.
 
-    python tools/extract_drift.py --data ../shared/data                 # counts by kind and examples
+    python tools/extract_drift.py --data ../shared/data                 # counts by kind, examples, accuracy
     python tools/extract_drift.py --data ../shared/data --json          # the same, as JSON (the tests read it)
+    python tools/extract_drift.py --data ../shared/data --labelled tests/data/smollm2_labels.jsonl \
+        --baseline tests/data/extract_improved_35b5ac3.json            # before and after the SmolLM2 rules
     python tools/extract_drift.py --data ../shared/data --write-baseline tests/data/extract_improved_3d2e637.json
 
-``--write-baseline`` runs with whatever ``dora_plugins`` is importable: the committed baseline was written with
-commit 3d2e637 on PYTHONPATH (``git worktree add /tmp/base 3d2e637``), the ``improved`` before answers in words.
+``--write-baseline`` runs with whatever ``dora_plugins`` is importable: ``extract_improved_3d2e637.json`` was
+written with commit 3d2e637 on PYTHONPATH (``git worktree add /tmp/base 3d2e637``), the ``improved`` before
+answers in words; ``extract_improved_35b5ac3.json`` (with ``--labelled tests/data/smollm2_labels.jsonl``) with
+commit 35b5ac3, the ``improved`` before the rules for enumerations, yes/no, filled sentences and restated
+questions.
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from dora_plugins.benchmarks import get_benchmark, load_llm_adapters, options_fr
 from dora_plugins.extract import improved
 
 
-def real_rows(data: Path):
-    """(file stem, row, the item's answer texts) for every generation row, in file order."""
+def real_rows(data: Path, labelled: list[Path] = ()):
+    """(file stem, row, the item's answer texts) for every generation row, in file order; then the labelled sets."""
+    for path in labelled:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            yield f"labelled:{path.stem}", row, row["options"]
     cache: dict = {}
     for path in sorted((data / "generations").glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -47,10 +58,10 @@ def _digit(label: str, labels: tuple[str, ...]) -> str:
     return str(labels.index(label) + 1) if label else "0"
 
 
-def baseline(data: Path) -> dict[str, str]:
+def baseline(data: Path, labelled: list[Path] = ()) -> dict[str, str]:
     """The answers of the importable ``improved``, per file, one digit per row."""
     digits: dict[str, list[str]] = {}
-    for stem, row, options in real_rows(data):
+    for stem, row, options in real_rows(data, labelled):
         said = improved(row["output_pred"], row["benchmark"], options)
         digits.setdefault(stem, []).append(_digit(said, get_benchmark(row["benchmark"]).labels))
     return {stem: "".join(values) for stem, values in digits.items()}
@@ -64,23 +75,33 @@ def states_one_label(text: str, in_range: tuple[str, ...], labels: tuple[str, ..
     return stated.pop() if len(stated) == 1 and named == stated else None
 
 
-def drift(data: Path, stored: dict[str, str]) -> dict:
-    """Counts of changed answers by kind, the changed rows, and how many rows that state one label changed."""
-    from dora_plugins.extract import explain_answer
+def drift(data: Path, stored: dict[str, str], labelled: list[Path] = ()) -> dict:
+    """Counts of changed answers by kind, the changed rows, how many rows that state one label changed, and the
+    accuracy per benchmark of ``original`` and of ``improved`` before and now."""
+    from dora_plugins.extract import explain_answer, original
 
     changed, line_of = [], Counter()
     contract_changed = rows = 0
-    for stem, row, options in real_rows(data):
+    tally: dict[str, Counter] = {}
+    for stem, row, options in real_rows(data, labelled):
         line_of[stem] += 1
         rows += 1
         labels = get_benchmark(row["benchmark"]).labels
         old = stored[stem][line_of[stem] - 1]
         old = labels[int(old) - 1] if old != "0" else ""
         explained = explain_answer(row["output_pred"], row["benchmark"], options)
+        group = "labelled" if stem.startswith("labelled:") else "real"
+        counts = tally.setdefault(f"{group}:{row['benchmark']}", Counter())
+        paper = original(row["output_pred"], row["benchmark"])
+        for name, said in (("original", paper), ("before", old), ("after", explained.label)):
+            counts[f"{name} correct"] += said == row["answer"]
+            counts[f"{name} unread"] += not said
+        counts["rows"] += 1
         if explained.label == old:
             continue
         in_range = labels[: len(options)] if row["benchmark"] != "boolq" else labels
-        contract_changed += states_one_label(row["output_pred"], in_range, labels) is not None
+        stated = states_one_label(row["output_pred"], in_range, labels) is not None
+        contract_changed += stated and group == "real"  # on the real rows, the contract of DESIGN.md
         direction = "now read" if not old else "now refused" if not explained.label else "now another label"
         changed.append(
             {
@@ -92,14 +113,47 @@ def drift(data: Path, stored: dict[str, str]) -> dict:
                 "output_pred": row["output_pred"],
             }
         )
-    kinds = Counter(change["kind"] for change in changed)
+    kinds = Counter(change["kind"] for change in changed if not change["id"].startswith("labelled:"))
     return {
-        "rows": rows,
-        "changed": len(changed),
+        "rows": rows - sum(line_of[stem] for stem in line_of if stem.startswith("labelled:")),
+        "changed": sum(kinds.values()),
         "contract_changed": contract_changed,
         "kinds": dict(kinds),
+        "labelled_kinds": dict(Counter(c["kind"] for c in changed if c["id"].startswith("labelled:"))),
+        "accuracy": {key: _accuracy(counts) for key, counts in sorted(tally.items())},
         "rows_changed": changed,
     }
+
+
+def _accuracy(counts: Counter) -> dict:
+    n = counts["rows"]
+    return {"rows": n} | {
+        f"{name} {what}": round(counts[f"{name} {what}"] / n, 4) if what == "correct" else counts[f"{name} {what}"]
+        for name in ("original", "before", "after")
+        for what in ("correct", "unread")
+    }
+
+
+def _print(report: dict, examples: int) -> None:
+    print(f"{report['changed']} of {report['rows']} answers change", end="; ")
+    print(f"of them, rows that state one label explicitly: {report['contract_changed']}")
+    for title, key in (("real rows", "kinds"), ("labelled sets", "labelled_kinds")):
+        print(f"\n{title}:")
+        for kind, count in sorted(report[key].items(), key=lambda item: -item[1]):
+            print(f"{count:6}  {kind}")
+            wanted = [c for c in report["rows_changed"] if c["kind"] == kind]
+            for change in [c for c in wanted if c["id"].startswith("labelled:") == (key != "kinds")][:examples]:
+                print(
+                    f"        {change['id']}: {change['old']!r} -> {change['new']!r} (gold {change['gold']}): "
+                    f"{change['output_pred'][:100]!r}"
+                )
+    print("\naccuracy (unread rows) per benchmark: original | improved before | improved now")
+    for key, acc in report["accuracy"].items():
+        print(
+            f"  {key:26} {acc['rows']:6}  {acc['original correct']:.4f} ({acc['original unread']:5}) | "
+            f"{acc['before correct']:.4f} ({acc['before unread']:5}) | "
+            f"{acc['after correct']:.4f} ({acc['after unread']:5})"
+        )
 
 
 def main() -> None:
@@ -110,26 +164,20 @@ def main() -> None:
         type=Path,
         default=Path(__file__).resolve().parents[1] / "tests/data/extract_improved_3d2e637.json",
     )
+    parser.add_argument("--labelled", type=Path, nargs="*", default=[], help="hand-labelled sets (JSON Lines) too")
     parser.add_argument("--write-baseline", type=Path, help="write the importable improved's answers here instead")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--examples", type=int, default=3, help="examples shown per kind")
     args = parser.parse_args()
     if args.write_baseline:
-        args.write_baseline.write_text(json.dumps(baseline(args.data), indent=0) + "\n", encoding="utf-8")
+        answers = baseline(args.data, args.labelled)
+        args.write_baseline.write_text(json.dumps(answers, indent=0) + "\n", encoding="utf-8")
         return
-    report = drift(args.data, json.loads(args.baseline.read_text(encoding="utf-8")))
+    report = drift(args.data, json.loads(args.baseline.read_text(encoding="utf-8")), args.labelled)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return
-    print(f"{report['changed']} of {report['rows']} answers change", end="; ")
-    print(f"of them, rows that state one label explicitly: {report['contract_changed']}")
-    for kind, count in sorted(report["kinds"].items(), key=lambda item: -item[1]):
-        print(f"\n{count:6}  {kind}")
-        for change in [c for c in report["rows_changed"] if c["kind"] == kind][: args.examples]:
-            print(
-                f"        {change['id']}: {change['old']!r} -> {change['new']!r} (gold {change['gold']}): "
-                f"{change['output_pred'][:100]!r}"
-            )
+    _print(report, args.examples)
 
 
 if __name__ == "__main__":

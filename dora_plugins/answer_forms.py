@@ -1,0 +1,159 @@
+"""Answers (and non-answers) that small models write in sentences and lists, for the ``improved`` extractor.
+
+Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smollm2_labels.jsonl``):
+
+- an **enumeration** of the options, whatever its numbering (``1. <text> 2. <text>``, ``a) ... b) ...``,
+  bullets, ``1. Yes 2. No 3. Yes``), is no answer, unless a statement after the list picks one entry
+  (``... The answer is: 1. Yes``): then that statement alone is read;
+- BoolQ answered in words: a **yes/no** that opens the response or follows ``the answer is`` reads true/false
+  (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse;
+- WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
+  that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``);
+- a **restated question** is no answer: options named only in a question (ending with ``?``, quoted after
+  ``the question``, after ``Question:``, or holding the blank ``_``) do not count (see :mod:`.answer_text`).
+
+Every pattern is anchored or bounded and none nests quantifiers; the callers pass short responses only where
+they count occurrences, so the time stays linear in the text's length.
+"""
+
+from __future__ import annotations
+
+import re
+
+ENUMERATION = "enumeration"
+YES_NO = "yes/no"
+FILLED_SENTENCE = "filled sentence"
+RESTATED_QUESTION = "restated question"
+
+# "1." "2)" (not "1.5", not "answer1."), "a)" anywhere, "a." / "-" / "*" / "•" at the start of a line.
+_NUMBER_MARK = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=\s|$)")
+_LETTER_MARK = re.compile(r"(?:^|(?<=\s))([a-h])\)(?=\s)|^[ \t\"'*]{0,4}([a-h])\.(?=\s)", re.M)
+_BULLET = re.compile(r"^[ \t]{0,20}[-*•][ \t]{1,4}\S", re.M)
+_CUE_LINE = re.compile(r"^[ \t]{0,20}(?:answer|solution|option|ending|choice)[ \t]{0,2}:", re.M)
+_PICK = re.compile(
+    r"(?:answer|solution|option|ending|choice)s?(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this)[ \t]{1,3}question)?"
+    r"[ \t]{0,3}(?:(?:is|would[ \t]{1,3}be)[ \t]{0,3}:?|:|=)[ \t]{0,3}"
+)
+_LINE_MARK = re.compile(r"[ \t\"'*:]{0,24}(?:\d{1,2}|[a-h])[.)][ \t]{0,3}")  # lines are indented
+_SENTENCE_END = re.compile(r"[.!?\n]")
+MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text is a flood, not an answer
+
+
+def enumeration(response: str) -> int | None:
+    """Where a list of two or more entries starts (1 then 2, a then b, two bullets, two lines that open with
+    ``Answer:``); None if none."""
+    for pattern in (_NUMBER_MARK, _LETTER_MARK):
+        first: dict[str, int] = {}
+        for count, mark in enumerate(pattern.finditer(response)):
+            if count > MAX_MARKS:
+                break
+            key = mark.group(1) or mark.group(mark.lastindex or 1)
+            first.setdefault(key, mark.start())
+        for one, two in (("1", "2"), ("a", "b")):
+            if one in first and two in first and first[one] < first[two]:
+                return first[one]
+    for pattern in (_BULLET, _CUE_LINE):  # "- <text>" twice; "Answer: <text>" on two lines
+        lines = [m.start() for _, m in zip(range(2), pattern.finditer(response), strict=False)]
+        if len(lines) == 2:
+            return lines[0]
+    return None
+
+
+def pick(response: str, start: int) -> int | None:
+    """Where the statement that picks an entry after the list at ``start`` begins (``The answer is: 1. Yes``).
+
+    The statement must lie on a line that is no entry of the list; the offset returned is after its cue and
+    after the entry's number, so that reading from there reads the entry's words.
+    """
+    found = None
+    cue_list = len([m for _, m in zip(range(2), _CUE_LINE.finditer(response), strict=False)]) == 2
+    for cue in _PICK.finditer(response, start):
+        line_start = response.rfind("\n", 0, cue.start()) + 1
+        entry = _LINE_MARK.match(response, line_start) or (cue_list and _CUE_LINE.match(response, line_start))
+        if not entry and cue.start() > start:
+            found = cue
+    if found is None:
+        return None
+    entry = _LINE_MARK.match(response, found.end())
+    return entry.end() if entry else found.end()
+
+
+# yes/no then punctuation or the end: "Yes, it is", "No." (not "no answer", "no one", "yes or no")
+_YES_NO = r"(yes|no)(?=[ \t]{0,2}(?:[,.!;:\"')\n]|$))"
+_YES_NO_OPENING = re.compile(r"(?:^|(?<=[.!?\n]))[\s\"'*(:]{0,400}" + _YES_NO)  # opening the response or a sentence
+_YES_NO_AFTER_CUE = re.compile(r"[\s\"'*(:]{0,6}" + _YES_NO)
+_ANSWER_CUE = re.compile(
+    r"answer(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this|your)[ \t]{1,3}question[ \t\"“”]{0,400})?[ \t]{0,3}"
+    r"(?:(?:is|would[ \t]{1,3}be)[ \t]{0,3}:?|:)"
+)
+_QUOTED_QUESTION = re.compile(r"question[ \t]{0,3}:?[ \t]{0,3}([\"“])")
+_QUESTION_LINE = re.compile(r"question[ \t]{0,3}:[^\n]*")
+
+
+def without_questions(response: str) -> str:
+    """The response with restated questions blanked out (same length): quoted after ``question``, a
+    ``Question: ...`` line, sentences that end with ``?`` and sentences that hold WinoGrande's blank ``_``."""
+    chars = list(response)
+
+    def blank(start: int, end: int) -> None:
+        chars[start:end] = " " * (end - start)
+
+    for found in _QUOTED_QUESTION.finditer(response):
+        close = "”" if found.group(1) == "“" else '"'
+        end = response.find(close, found.end())
+        blank(found.end(), end if end >= 0 else len(response))
+    for found in _QUESTION_LINE.finditer(response):
+        blank(found.start(), found.end())
+    sentence = 0
+    for at, char in enumerate(response):
+        if char in ".!?\n" or at == len(response) - 1:
+            if chars[at] == "?" or "_" in response[sentence : at + 1]:  # a question, or WinoGrande's blank
+                blank(sentence, at + 1)
+            sentence = at + 1
+    return "".join(chars)
+
+
+def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
+    """("yes"/"no", span) for a BoolQ answer in words; ("", None) when yes and no are both stated; else None."""
+    text = without_questions(response)
+    said: dict[str, tuple[int, int]] = {}
+    for count, opening in enumerate(_YES_NO_OPENING.finditer(text)):
+        if count > MAX_MARKS:
+            break
+        said.setdefault(opening.group(1), opening.span(1))
+    for count, cue in enumerate(_ANSWER_CUE.finditer(text)):
+        if count > MAX_MARKS:
+            break
+        found = _YES_NO_AFTER_CUE.match(text, cue.end())
+        if found:
+            said.setdefault(found.group(1), found.span(1))
+    if len(said) > 1:
+        return "", None
+    return next(iter(said.items()), None)
+
+
+def filled_option_by_sentence(response: str, found: list, options: int) -> int | None:
+    """:func:`filled_option` over the first sentence where it decides (the filled sentence may be followed by a
+    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two).
+
+    ``found`` are option occurrences (``.option``, ``.start``) outside questions."""
+    if options != 2:
+        return None
+    start = 0
+    for end in [m.end() for m in _SENTENCE_END.finditer(response)] + [len(response)]:
+        inside = [o for o in found if start <= o.start < end]
+        filler = filled_option([sum(o.option == k for o in inside) for k in (0, 1)])
+        if filler is not None:
+            return filler
+        start = end
+    return filled_option([sum(o.option == k for o in found) for k in (0, 1)])
+
+
+def filled_option(counts: list[int]) -> int | None:
+    """WinoGrande's filled sentence: the option named once more than the other (both named), else None.
+
+    ``counts`` are how often each of the two options is named outside questions.
+    """
+    if len(counts) != 2 or min(counts) < 1 or abs(counts[0] - counts[1]) != 1:
+        return None
+    return 0 if counts[0] > counts[1] else 1
