@@ -342,12 +342,15 @@ SHORT = Settings(**{**REAL.__dict__, "max_steps": 3, "limit": 2, "text_limit": 2
     (["--tiny"], demo.TINY),
     (["--quick"], QUICK),
     (["--max_steps", "3", "--limit", "2"], SHORT),
+    (["--text_limit", "0"], Settings(**{**REAL.__dict__, "text_limit": None, "groups": ("dora_commonsense",)})),
+    (["--tiny", "--text_limit", "5"], Settings(**{**demo.TINY.__dict__, "text_limit": 5,
+                                                  "groups": ("dora_commonsense", "dora_commonsense_text")})),
 ])  # fmt: skip
 def test_settings_per_mode_and_shortening_flags(argv, expected):
     assert demo.settings_for(demo.make_parser().parse_args(argv)) == expected
 
 
-@pytest.mark.parametrize("argv", [["--max_steps", "0"], ["--limit", "41"], ["--limit", "0"]])
+@pytest.mark.parametrize("argv", [["--max_steps", "0"], ["--limit", "41"], ["--limit", "0"], ["--text_limit", "-1"]])
 def test_out_of_range_shortening_is_a_one_line_error(argv, capsys):
     from dora_plugins.cli import main as dora
 

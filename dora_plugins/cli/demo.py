@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dora_plugins.cli.demo_settings import QUICK, REAL, TINY, Settings
+from dora_plugins.cli.demo_settings import OPTION_TEXT, QUICK, REAL, TINY, Settings
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 TRAIN_FILE = DEMO_DATA / "train.json"
@@ -64,6 +64,9 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="generated answers per benchmark (at most 40; option text: at most as many)",
     )
+    parser.add_argument(
+        "--text_limit", type=int, metavar="N", help="option-text items per benchmark (0: no option-text scoring)"
+    )
     return parser
 
 
@@ -72,7 +75,9 @@ def settings_for(args: argparse.Namespace) -> Settings:
     from dora_plugins.errors import ConfigError
 
     settings = QUICK if args.quick else TINY if args.tiny else REAL
-    for flag, value, low, high in (("--max_steps", args.max_steps, 1, None), ("--limit", args.limit, 1, 40)):
+    bounds = (("--max_steps", args.max_steps, 1, None), ("--limit", args.limit, 1, 40),
+              ("--text_limit", args.text_limit, 0, 40))  # fmt: skip
+    for flag, value, low, high in bounds:
         if value is not None and (value < low or (high is not None and value > high)):
             allowed = f"{low} or more" if high is None else f"{low} to {high}"
             raise ConfigError(f"{flag} {value}: must be {allowed}")
@@ -83,6 +88,9 @@ def settings_for(args: argparse.Namespace) -> Settings:
     if args.limit is not None:
         text_limit = None if settings.text_limit is None else min(settings.text_limit, args.limit)
         settings = dataclasses.replace(settings, limit=args.limit, text_limit=text_limit)
+    if args.text_limit is not None:
+        groups = tuple(g for g in settings.groups if g != OPTION_TEXT) + ((OPTION_TEXT,) if args.text_limit else ())
+        settings = dataclasses.replace(settings, text_limit=args.text_limit or None, groups=groups)
     return settings
 
 

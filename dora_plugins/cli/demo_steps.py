@@ -128,7 +128,7 @@ def evaluate(models: dict[str, tuple[Path, Path | None]], settings: Settings, ev
     # Our tasks only: indexing lm-eval's thousands of built-in task files takes longer than the scoring.
     tasks = TaskManager(include_path=TASK_DIR, include_defaults=False, metadata={"data_dir": str(eval_dir)})
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = {}
+    results: dict[str, dict] = {}
     for label, (pretrained, adapter) in models.items():
         print(f"{label}:", flush=True)
         torch.manual_seed(settings.seed)
