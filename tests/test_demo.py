@@ -393,3 +393,12 @@ def test_real_model_demo_trains_scores_and_keeps_a_peft_dora_adapter(tmp_path):
     assert "Analyzing checkpoints" in stderr and "Running generate_until requests" in stderr
     assert "Running loglikelihood requests" in stderr
     assert "min wall" in stdout and "min CPU" in stdout
+
+
+def test_the_readmes_demo_run_folder_is_ignored_by_git():
+    from helpers import REPO
+
+    assert "/demo-run/" in (REPO / ".gitignore").read_text().splitlines()
+    if (REPO / ".git").exists():  # a clone (a worktree has a .git file): ask git itself
+        result = subprocess.run(["git", "check-ignore", "-q", "demo-run/results.json"], cwd=REPO, check=False)
+        assert result.returncode == 0
