@@ -24,8 +24,8 @@ class Benchmark:
     """One benchmark: its answer labels in order, its Hugging Face source, its row converter, and its names.
 
     ``task`` and ``title`` are the one place that names a benchmark outside this package: the lm-eval
-    task (``dora_siqa``; its log-likelihood twin is :attr:`mc_task`) and the column of the paper's
-    table 1 (``SIQA``). A plugin's benchmark without an lm-eval task leaves ``task`` empty; its title
+    task (``dora_siqa``; its log-likelihood twins are :attr:`mc_task` and :attr:`text_task`) and the column
+    of the paper's table 1 (``SIQA``). A plugin's benchmark without an lm-eval task leaves ``task`` empty; its title
     defaults to its name.
     """
 
@@ -47,6 +47,11 @@ class Benchmark:
     def mc_task(self) -> str:
         """The lm-eval log-likelihood task on the same items (``dora_arc_easy_mc``), or "" without a task."""
         return f"{self.task}_mc" if self.task else ""
+
+    @property
+    def text_task(self) -> str:
+        """The lm-eval option-text task on the same items (``dora_arc_easy_text``), or "" without a task."""
+        return f"{self.task}_text" if self.task else ""
 
 
 def _boolq(row: Mapping) -> dict:

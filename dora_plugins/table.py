@@ -2,8 +2,9 @@
 
 Reads the results files that ``lm_eval --output_path`` writes (``<folder>/<model>/results_<time>.json``, with
 ``samples_<task>_<time>.jsonl`` beside them under ``--log_samples``) for the ``dora_commonsense`` tasks (a row
-per extractor, ``improved`` and ``original``) and the ``dora_commonsense_mc`` tasks (a row ``mc``): accuracy in
-% per benchmark, the plain mean of the eight (the paper's "Avg."), and how many answers the extractor could
+per extractor, ``improved`` and ``original``), the ``dora_commonsense_mc`` tasks (a row ``mc``: the label words)
+and the ``dora_commonsense_text`` tasks (rows ``text`` and ``text_norm``: each option's text, acc and acc_norm):
+accuracy in % per benchmark, the plain mean of the eight (the paper's "Avg."), and how many answers the extractor could
 not read. A row whose run departs from the paper's protocol (greedy or other generation settings, ``--limit``,
 few-shot, a chat template or system instruction, another prompt) says how in its ``protocol``, read from what
 lm-eval recorded: rows are never mixed silently. Reference rows are the paper's own numbers.
@@ -18,14 +19,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .benchmarks import BENCHMARKS
+from .benchmarks import BENCHMARKS, Benchmark
 from .errors import DataError, MissingFileError
 from .prompts import eval_prompt
 from .suggestions import did_you_mean
 
 COLUMNS = [*(b.title for b in BENCHMARKS), "Avg."]
 GENERATION_METHODS = ("improved", "original")  # the filters of the dora_* tasks; a plugin's filters follow
-MC = "mc"  # the row of the dora_*_mc tasks (log-likelihood, metric acc)
+MC = "mc"  # the row of the dora_*_mc tasks (log-likelihood of the label words, metric acc)
+# The rows of the dora_*_text tasks (log-likelihood of each option's text): method -> metric
+TEXT_METHODS = {"text": "acc,none", "text_norm": "acc_norm,none"}
+LOGLIKELIHOOD = (MC, *TEXT_METHODS)  # rows without generated answers
 # What the dora_* tasks ask lm-eval for: the paper's beam search 4, no sampling, 32 new tokens, stop at EOS only.
 PAPER_GENERATION = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
@@ -56,7 +60,7 @@ class Row:
     """One row of the table: a run scored one way, or a row of the paper."""
 
     run: str  # the adapter's or model's folder name, or "paper: LLaMA2-7B"
-    method: str  # "improved", "original", "mc", or the paper's method ("DoRA r=32")
+    method: str  # "improved", "original", "mc", "text", "text_norm", or the paper's method ("DoRA r=32")
     scores: dict[str, float]  # column title -> accuracy in %, for the benchmarks the run scored
     average: float | None  # the plain mean of the eight; None unless all eight were scored
     unread: int | None = None  # answers the extractor could not read (from the logged samples); None: unknown
@@ -94,14 +98,14 @@ def results_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def rows_from_results(path: Path) -> list[Row]:
-    """The rows of one lm-eval results file: one per extractor of the dora_* tasks, and ``mc`` for dora_*_mc."""
+    """The rows of one lm-eval results file: one per extractor of the dora_* tasks, ``mc``, ``text``, ``text_norm``."""
     results = _read_results(path)
     samples = _samples(path, results)
     run = run_name(results["config"].get("model_args"), path)
     rows = []
     for method in _methods(results["results"]):
-        tasks = {b.title: b.mc_task if method == MC else b.task for b in BENCHMARKS}
-        metric = "acc,none" if method == MC else f"acc,{method}"
+        tasks = {b.title: _task(b, method) for b in BENCHMARKS}
+        metric = "acc,none" if method == MC else TEXT_METHODS.get(method, f"acc,{method}")
         scores = {
             title: 100 * results["results"][task][metric]
             for title, task in tasks.items()
@@ -109,10 +113,17 @@ def rows_from_results(path: Path) -> list[Row]:
         }
         scored = [task for title, task in tasks.items() if title in scores]
         average = statistics.fmean(scores.values()) if len(scores) == len(BENCHMARKS) else None
-        unread = None if method == MC else _unread(samples, scored, method)
-        protocol = protocol_notes(results, scored, samples, generation=method != MC)
+        unread = None if method in LOGLIKELIHOOD else _unread(samples, scored, method)
+        protocol = protocol_notes(results, scored, samples, generation=method not in LOGLIKELIHOOD)
         rows.append(Row(run, method, scores, average, unread, protocol, str(path)))
     return rows
+
+
+def _task(benchmark: Benchmark, method: str) -> str:
+    """The lm-eval task whose results make ``method``'s row."""
+    if method == MC:
+        return benchmark.mc_task
+    return benchmark.text_task if method in TEXT_METHODS else benchmark.task
 
 
 def _read_results(path: Path) -> dict:
@@ -127,11 +138,13 @@ def _read_results(path: Path) -> dict:
 
 
 def _methods(results: Mapping[str, Mapping]) -> list[str]:
-    """The extractors (filters) that scored the dora_* tasks, ours first, then ``mc`` if dora_*_mc ran."""
+    """The extractors (filters) that scored the dora_* tasks, ours first, then ``mc`` and ``text`` where they ran."""
     filters = {key.split(",", 1)[1] for b in BENCHMARKS for key in results.get(b.task, {}) if key.startswith("acc,")}
     methods = [m for m in GENERATION_METHODS if m in filters] + sorted(filters - set(GENERATION_METHODS))
     if any("acc,none" in results.get(b.mc_task, {}) for b in BENCHMARKS):
         methods.append(MC)
+    if any("acc,none" in results.get(b.text_task, {}) for b in BENCHMARKS):
+        methods += list(TEXT_METHODS)
     return methods
 
 
@@ -150,7 +163,8 @@ def _samples(path: Path, results: Mapping) -> dict[str, list[dict]]:
     """The logged samples of each of our tasks in the run, where ``--log_samples`` wrote them beside the results."""
     stamp = path.stem.removeprefix("results_")
     samples = {}
-    for task, generation in [(b.task, True) for b in BENCHMARKS] + [(b.mc_task, False) for b in BENCHMARKS]:
+    tasks = [(b.task, True) for b in BENCHMARKS] + [(t, False) for b in BENCHMARKS for t in (b.mc_task, b.text_task)]
+    for task, generation in tasks:
         file = path.with_name(f"samples_{task}_{stamp}.jsonl")
         if task in results["results"] and file.is_file():
             samples[task] = [_sample(file, number, line, generation) for number, line in _lines(file)]
@@ -256,8 +270,8 @@ def read_table(paths: Iterable[str | os.PathLike], reference: Iterable[str] = ()
     rows = [row for path in files for row in rows_from_results(path)]
     if not rows:
         raise DataError(
-            f"No results of the dora_commonsense or dora_commonsense_mc tasks in {', '.join(map(str, files))}. "
-            "Run lm_eval with --tasks dora_commonsense,dora_commonsense_mc"
+            f"No results of the dora_commonsense, dora_commonsense_mc or dora_commonsense_text tasks in "
+            f"{', '.join(map(str, files))}. Run lm_eval with --tasks dora_commonsense,dora_commonsense_text"
         )
     return _distinct_runs(rows) + paper
 

@@ -1,4 +1,4 @@
-"""Data, prompt and scoring of the ``dora_*`` and ``dora_*_mc`` tasks (``_template_yaml``, ``_template_mc_yaml``).
+"""Data, prompt and scoring of the ``dora_*``, ``dora_*_mc`` and ``dora_*_text`` tasks (their ``_template*``).
 
 Docs are ``{"benchmark", "instruction", "answer", "options"}``. By default they are built from the
 benchmark's canonical Hugging Face dataset by ``dora_plugins.benchmarks.from_hf``; with
@@ -8,7 +8,8 @@ benchmark's canonical Hugging Face dataset by ``dora_plugins.benchmarks.from_hf`
 
 The generation tasks score the label an extractor reads from the model's answer; the ``_mc`` tasks
 score, after the same prompt, the log-likelihood of the answer the paper's models were trained to
-write for each label (:data:`ANSWER_TEMPLATE`, LLM-Adapters' ``output`` field).
+write for each label (:data:`ANSWER_TEMPLATE`, LLM-Adapters' ``output`` field); the ``_text`` tasks score
+each option's own text, as lm-eval's ``arc_easy`` and ``piqa`` do.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def doc_to_choice(doc: Mapping) -> list[str]:
     return [ANSWER_TEMPLATE.format(label=label) for label in item_labels(doc)]
 
 
+def doc_to_option_texts(doc: Mapping) -> list[str]:
+    """The continuations of the ``_text`` tasks: each option's own text, in the order of the item's labels."""
+    item_labels(doc)  # the same checks as the _mc tasks
+    return list(doc["options"])
+
+
 def doc_to_target_index(doc: Mapping) -> int:
-    """The position of the doc's answer among :func:`doc_to_choice`."""
+    """The position of the doc's answer among :func:`doc_to_choice` (and :func:`doc_to_option_texts`)."""
     return item_labels(doc).index(doc["answer"])

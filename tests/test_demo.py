@@ -1,6 +1,6 @@
 """``dora demo``: the bundled sample is real data and its training records are disjoint from its evaluation items,
-the local model and tokenizer work, and the quick demo trains LoRA and DoRA, merges, scores and analyzes end to end
-with the real TRL / PEFT / lm-eval stack."""
+the local model and tokenizer work, the quick (tiny) demo trains LoRA and DoRA, merges, scores and analyzes end to
+end with the real TRL / PEFT / lm-eval stack, and the real-model demo runs through the same code on SmolLM2."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_DATA, requires_shared_data
+from helpers import SHARED_DATA, real_model_path, requires_shared_data
 
 from dora_plugins.cli import demo
+from dora_plugins.cli.demo_settings import QUICK, REAL, Settings
+from dora_plugins.cli.demo_steps import Plan
 from dora_plugins.cli.demo_table import COLUMNS, FILTERS, GROUP, PAPER_LLAMA2_7B_DORA
 
 BENCHMARKS = [b for b, _, _ in COLUMNS]
@@ -177,9 +179,8 @@ def test_quick_demo_prints_a_row_per_model_and_extractor_and_the_next_commands(q
     assert [float(cell) for cell in paper.split()[-9:]] == PAPER_LLAMA2_7B_DORA
     assert "dora sft --config llama2_7b_dora" in stdout and "dora analyze --base" in stdout
     assert "lm_eval --model hf --model_args pretrained=meta-llama/Llama-2-7b-hf,peft=" in stdout
-    for step in range(1, demo.STEPS + 1):
-        assert f"[{step}/{demo.STEPS}]" in stdout
-    steps = f"{demo.QUICK.max_steps}/{demo.QUICK.max_steps}"
+    assert _step_labels(stdout) == [f"[{step}/6]" for step in range(1, 7)]  # each step once, merge included
+    steps = f"{QUICK.max_steps}/{QUICK.max_steps}"
     for bar in ("Running generate_until requests", steps, "Analyzing checkpoints"):  # progress bars
         assert bar in stderr
 
@@ -196,7 +197,7 @@ def test_quick_demo_keeps_loadable_lora_and_dora_adapters_and_merged_models(quic
         assert config["peft_type"] == "LORA" and config["use_dora"] is (label == "DoRA")
         assert config["base_model_name_or_path"] == str(output / "base")
         steps = sorted(int(p.name.split("-")[1]) for p in (output / preset).glob("checkpoint-*"))
-        assert steps == [demo.QUICK.max_steps // 2, demo.QUICK.max_steps]
+        assert steps == [QUICK.max_steps // 2, QUICK.max_steps]
         base = AutoModelForCausalLM.from_pretrained(output / "base")
         merged = AutoModelForCausalLM.from_pretrained(output / f"{preset}-merged")
         adapted = PeftModel.from_pretrained(base, output / preset).eval()  # stock PEFT
@@ -210,7 +211,7 @@ def test_quick_demo_results_json_matches_lm_eval_scores(quick_demo):
     output, stdout, _ = quick_demo
     report = _load(output / "results.json")
     table = report["table"]
-    assert report["settings"] == {**demo.QUICK.__dict__}
+    assert report["settings"] == json.loads(json.dumps(QUICK.__dict__))
     assert table["items"] == [4] * 8 and list(table["models"]) == MODELS
     printed = _table_rows(stdout)
     for model in MODELS:
@@ -235,7 +236,7 @@ def test_quick_demo_writes_the_dynamics_and_they_match_the_training_log(quick_de
     with open(output / "dynamics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert {(r["run"], r["method"]) for r in rows} == {("lora", "LoRA"), ("dora", "DoRA")}
-    last = demo.QUICK.max_steps
+    last = QUICK.max_steps
     for preset, _ in demo.METHODS:
         # DoraDynamicsCallback logged the same quantities at the last step: the mean over both layers' rows
         log = _load(output / preset / f"checkpoint-{last}" / "trainer_state.json")["log_history"]
@@ -245,6 +246,9 @@ def test_quick_demo_writes_the_dynamics_and_they_match_the_training_log(quick_de
         for key in ("delta_m", "delta_d"):
             assert sum(float(r[key]) for r in mine) / 2 == pytest.approx(logged[f"dora/q_proj/{key}"], rel=1e-5)
     assert set(_load(output / "dynamics.json")["runs"]) == {"lora", "dora"}
+    # the checkpoints are named where they are, in the output folder (not the work folder it was written in)
+    for row in [*rows, *_load(output / "dynamics.json")["rows"]]:
+        assert Path(row["checkpoint"]).parent.parent == output and Path(row["checkpoint"]).is_dir()
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -256,7 +260,7 @@ def test_quick_demo_writes_the_dynamics_and_they_match_the_training_log(quick_de
 @pytest.mark.slow
 def test_full_demo_learns_the_answer_format_on_every_benchmark(tmp_path):
     """After training, LoRA and DoRA answer in the trained format: at most 2 unread answers of 40 per benchmark."""
-    stdout, _ = _run_demo(tmp_path / "run")
+    stdout, _ = _run_demo(tmp_path / "run", "--tiny")
     table = _load(tmp_path / "run" / "results.json")["table"]
     assert table["items"] == [EVAL_ITEMS] * 8
     for name in FILTERS:
@@ -270,22 +274,24 @@ def test_without_output_the_work_folder_is_removed_and_failures_propagate(monkey
 
     seen = []
 
-    def fake_run(workdir, settings, final=None, fail=False):
+    def fake_run(workdir, settings, model, started, final=None, fail=False):
         (workdir / "results.json").write_text("{}")
-        seen.append((workdir, settings))
+        seen.append((workdir, settings, model))
         if fail:
             raise DataError("training failed")
+        return []
 
     monkeypatch.setattr(demo, "run", fake_run)
     assert demo.main(["--quick"]) == 0
-    workdir, settings = seen[-1]
-    assert settings == demo.QUICK and not workdir.exists()
+    workdir, settings, model = seen[-1]
+    assert settings == QUICK and model is None and not workdir.exists()
     assert "Pass --output DIR to keep" in capsys.readouterr().out
 
-    monkeypatch.setattr(demo, "run", lambda workdir, settings: fake_run(workdir, settings, fail=True))
+    monkeypatch.setattr(demo, "run", lambda workdir, settings, model, started: fake_run(
+        workdir, settings, model, started, fail=True))  # fmt: skip
     with pytest.raises(DataError, match="training failed"):
         demo.main([])
-    assert seen[-1][1] == demo.FULL and not seen[-1][0].exists()
+    assert seen[-1][1:] == (REAL, demo.DEFAULT_MODEL) and not seen[-1][0].exists()
     assert "Next, with a real model" not in capsys.readouterr().out
 
 
@@ -295,7 +301,7 @@ def test_a_failed_run_leaves_an_existing_output_as_it_was(monkeypatch, tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text("previous run")
 
-    def failing_run(workdir, settings, final=None):
+    def failing_run(workdir, settings, model, started, final=None):
         (workdir / "results.json").write_text("half")
         raise DataError("training failed")
 
@@ -304,3 +310,95 @@ def test_a_failed_run_leaves_an_existing_output_as_it_was(monkeypatch, tmp_path)
         demo.main(["--output", str(tmp_path / "out"), "--overwrite"])
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (tmp_path / "out" / "results.json").read_text() == "previous run"
+
+
+def _step_labels(stdout: str) -> list[str]:
+    import re
+
+    return re.findall(r"^\[\d+/\d+\]", stdout, flags=re.MULTILINE)
+
+
+def test_steps_are_numbered_once_each_five_for_a_real_model_six_when_merging(capsys):
+    for settings, total in ((REAL, 5), (QUICK, 6)):
+        plan = Plan(settings)
+        for title in range(total):
+            plan.step(str(title))
+        assert _step_labels(capsys.readouterr().out) == [f"[{n}/{total}]" for n in range(1, total + 1)]
+
+
+def test_closing_message_names_dynamics_png_only_when_it_was_drawn(tmp_path):
+    drawn = demo.next_steps(str(tmp_path), ["dynamics.png"], REAL)
+    assert "dynamics.png" in drawn and "lora/ and dora/ (PEFT adapters" in drawn and "merged" not in drawn
+    not_drawn = demo.next_steps(str(tmp_path), [], QUICK)  # matplotlib missing: no figure
+    assert "dynamics.png" not in not_drawn and "dynamics.csv and dynamics.json" in not_drawn
+    assert "lora-merged/" in not_drawn
+
+
+SHORT = Settings(**{**REAL.__dict__, "max_steps": 3, "limit": 2, "text_limit": 2, "checkpoints": 3})
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], REAL),
+    (["--tiny"], demo.TINY),
+    (["--quick"], QUICK),
+    (["--max_steps", "3", "--limit", "2"], SHORT),
+    (["--text_limit", "0"], Settings(**{**REAL.__dict__, "text_limit": None, "groups": ("dora_commonsense",)})),
+    (["--tiny", "--text_limit", "5"], Settings(**{**demo.TINY.__dict__, "text_limit": 5,
+                                                  "groups": ("dora_commonsense", "dora_commonsense_text")})),
+])  # fmt: skip
+def test_settings_per_mode_and_shortening_flags(argv, expected):
+    assert demo.settings_for(demo.make_parser().parse_args(argv)) == expected
+
+
+@pytest.mark.parametrize("argv", [["--max_steps", "0"], ["--limit", "41"], ["--limit", "0"], ["--text_limit", "-1"]])
+def test_out_of_range_shortening_is_a_one_line_error(argv, capsys):
+    from dora_plugins.cli import main as dora
+
+    assert dora(["demo", *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("dora demo: error: ") and argv[0] in error and len(error.strip().splitlines()) == 1
+
+
+def test_both_adapters_get_the_same_budget_and_the_real_run_scores_option_text_too():
+    from dora_plugins.cli.demo_settings import GENERATION, OPTION_TEXT
+
+    assert REAL.groups == (GENERATION, OPTION_TEXT) and not REAL.tiny and not REAL.merge
+    assert [preset for preset, _ in demo.METHODS] == ["lora", "dora"]  # one Settings for both
+
+
+@pytest.mark.slow
+def test_real_model_demo_trains_scores_and_keeps_a_peft_dora_adapter(tmp_path):
+    """The default demo's code path on the real SmolLM2, shortened to 2 steps and 1 item per benchmark."""
+    real_model_path()  # skips where the model cannot be pulled (fails under DORA_REQUIRE_REAL_MODEL=1)
+    output = tmp_path / "run"
+    stdout, stderr = _run_demo(output, "--max_steps", "2", "--limit", "1")
+    assert _step_labels(stdout) == [f"[{n}/5]" for n in range(1, 6)]
+    config = _load(output / "dora" / "adapter_config.json")  # the DoRA adapter, outside any checkpoint-*
+    assert config["peft_type"] == "LORA" and config["use_dora"] is True
+    assert _load(output / "lora" / "adapter_config.json")["use_dora"] is False
+    assert (output / "dora" / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in (output / "dora").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    report = _load(output / "results.json")
+    assert report["model"] == demo.DEFAULT_MODEL and report["table"]["items"] == [1] * 8
+    for label in MODELS:
+        entry = report["table"]["models"][label]
+        assert list(entry) == ["improved", "original", "option text acc", "option text acc_norm"]
+        assert all(0 <= score <= 100 for cells in entry.values() for score in cells["scores"])
+        lm = report["lm_eval"][label]
+        assert lm["configs"]["dora_boolq"]["generation_kwargs"]["num_beams"] == REAL.num_beams
+    # LoRA's and DoRA's generations come from their adapters: the three runs' samples are not all alike
+    samples = [report["lm_eval"][label]["samples"]["dora_boolq_text"][0]["resps"] for label in MODELS]
+    assert samples[0] != samples[1] and samples[0] != samples[2]
+    assert {row["checkpoint"].rsplit("/", 2)[0] for row in _load(output / "dynamics.json")["rows"]} == {str(output)}
+    assert "Analyzing checkpoints" in stderr and "Running generate_until requests" in stderr
+    assert "Running loglikelihood requests" in stderr
+    assert "min wall" in stdout and "min CPU" in stdout
+
+
+def test_the_readmes_demo_run_folder_is_ignored_by_git():
+    from helpers import REPO
+
+    assert "/demo-run/" in (REPO / ".gitignore").read_text().splitlines()
+    if (REPO / ".git").exists():  # a clone (a worktree has a .git file): ask git itself
+        result = subprocess.run(["git", "check-ignore", "-q", "demo-run/results.json"], cwd=REPO, check=False)
+        assert result.returncode == 0

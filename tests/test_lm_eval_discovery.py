@@ -44,7 +44,7 @@ def test_hook_does_nothing_until_lm_eval_is_imported_then_patches_it():
     assert lines[0] == "at start: ['LmEvalTasksFinder'] []", NOT_INSTALLED  # armed, nothing heavy imported
     assert lines[1] == f"tasks: {discovery.TASK_DIR}"  # TaskManager indexes our folder
     assert lines[2] == "after: 0 True"  # the stop check is patched, and the finder is gone
-    assert lines[3] == "groups: ['dora_commonsense', 'dora_commonsense_mc'] 16"
+    assert lines[3] == "groups: ['dora_commonsense', 'dora_commonsense_mc', 'dora_commonsense_text'] 24"
 
 
 def test_include_path_gets_our_folder_first_so_that_user_paths_override():

@@ -20,7 +20,7 @@ from dora_plugins.benchmarks import BENCHMARKS
 from lm_eval_tasks import discovery
 
 DEMO_DATA = REPO / "dora_plugins" / "demo_data" / "eval"
-TASKS = [b.task for b in BENCHMARKS] + [b.mc_task for b in BENCHMARKS]
+TASKS = [b.task for b in BENCHMARKS] + [b.mc_task for b in BENCHMARKS] + [b.text_task for b in BENCHMARKS]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ HOOK_FILES = {  # the lm-eval hook and the routing hook, each a .pth and a PEP 8
     for package, stem in (("lm_eval_tasks", "dora_plugins_lm_eval"), ("dora_plugins", "dora_plugins_route"))
     for name in (f"{stem}.pth", f"{stem}.start")
 }
-NAMES = ["dora_commonsense", "dora_commonsense_mc", *(b.task for b in BENCHMARKS), *(b.mc_task for b in BENCHMARKS)]
+NAMES = ["dora_commonsense", "dora_commonsense_mc", "dora_commonsense_text", *(b.task for b in BENCHMARKS),
+         *(b.mc_task for b in BENCHMARKS), *(b.text_task for b in BENCHMARKS)]  # fmt: skip
 # Without PYTHONPATH: the venv must see only what was installed into it.
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 ENV.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")

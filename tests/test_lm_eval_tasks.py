@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO, SHARED_DATA, requires_shared_data, shared_files
 from lm_eval.tasks import TaskManager
 
-from dora_plugins.benchmarks import BENCHMARKS, DataError, load_llm_adapters
+from dora_plugins.benchmarks import BENCHMARKS, DataError, get_benchmark, load_llm_adapters, options_from_instruction
 from dora_plugins.extract import extract_answer
 from dora_plugins.prompts import eval_prompt
 from lm_eval_tasks import discovery, utils
@@ -24,6 +24,8 @@ DEMO_DATA = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per be
 LLM_ADAPTERS = SHARED_DATA / "llm_adapters"
 TASKS = {b.task: b.name for b in BENCHMARKS}  # dora_siqa -> social_i_qa
 MC_TASKS = {b.mc_task: b.name for b in BENCHMARKS}  # dora_siqa_mc -> social_i_qa
+TEXT_TASKS = {b.text_task: b.name for b in BENCHMARKS}  # dora_siqa_text -> social_i_qa
+GROUPS = ["dora_commonsense", "dora_commonsense_mc", "dora_commonsense_text"]
 WITH_SHARED_FILES = [b.name for b in BENCHMARKS if b.name != "hellaswag"]  # ../shared/data has no HellaSwag file
 PAPER_GEN_KWARGS = {"until": [], "num_beams": 4, "do_sample": False, "max_gen_toks": 32}
 
@@ -40,7 +42,7 @@ def task_manager():
 
 @pytest.fixture(scope="module")
 def loaded(task_manager):
-    return task_manager.load(["dora_commonsense", "dora_commonsense_mc"])
+    return task_manager.load(GROUPS)
 
 
 def test_benchmarks_name_the_eight_tasks_and_columns_of_the_paper():
@@ -49,18 +51,19 @@ def test_benchmarks_name_the_eight_tasks_and_columns_of_the_paper():
     assert [b.title for b in BENCHMARKS] == ["BoolQ", "PIQA", "SIQA", "HellaSwag", "WinoGrande", "ARC-e", "ARC-c",
                                              "OBQA"]  # fmt: skip
     assert list(MC_TASKS) == [f"{task}_mc" for task in TASKS]
+    assert list(TEXT_TASKS) == [f"{task}_text" for task in TASKS]
 
 
 def test_every_task_and_both_groups_are_indexed(task_manager):
-    # lm-eval skips a YAML it cannot parse without a word: all eighteen names must be there.
-    assert sorted(task_manager.all_groups) == ["dora_commonsense", "dora_commonsense_mc"]
-    assert sorted(task_manager.all_subtasks) == sorted([*TASKS, *MC_TASKS])
-    for name in [*TASKS, *MC_TASKS, "dora_commonsense", "dora_commonsense_mc"]:
+    # lm-eval skips a YAML it cannot parse without a word: all twenty-seven names must be there.
+    assert sorted(task_manager.all_groups) == GROUPS
+    assert sorted(task_manager.all_subtasks) == sorted([*TASKS, *MC_TASKS, *TEXT_TASKS])
+    for name in [*TASKS, *MC_TASKS, *TEXT_TASKS, *GROUPS]:
         assert os.path.dirname(task_manager.task_index[name].yaml_path) == discovery.TASK_DIR
 
 
 def test_each_task_reads_the_benchmark_that_names_it(loaded):
-    for tasks in (TASKS, MC_TASKS):
+    for tasks in (TASKS, MC_TASKS, TEXT_TASKS):
         for task_name, benchmark in tasks.items():
             assert loaded["tasks"][task_name].config.dataset_kwargs == {"benchmark": benchmark}
 
@@ -68,6 +71,7 @@ def test_each_task_reads_the_benchmark_that_names_it(loaded):
 @pytest.mark.parametrize(("group_name", "tasks", "metrics"), [
     ("dora_commonsense", TASKS, ["acc,improved", "acc,original"]),
     ("dora_commonsense_mc", MC_TASKS, ["acc,none", "acc_norm,none"]),
+    ("dora_commonsense_text", TEXT_TASKS, ["acc,none", "acc_norm,none"]),
 ])  # fmt: skip
 def test_group_is_the_plain_mean_of_the_eight_tasks(loaded, group_name, tasks, metrics):
     group = loaded["groups"][group_name]
@@ -116,6 +120,33 @@ def test_mc_task_scores_the_trained_answer_of_each_label_after_the_paper_prompt(
         context, gold = pairs[task.doc_to_target(doc)]
         # The gold continuation is LLM-Adapters' own "output" of the item, right after the 16-space indent.
         assert context + gold == eval_prompt(item["instruction"]) + item["output"]
+
+
+@pytest.mark.parametrize("task_name", sorted(TEXT_TASKS))
+def test_text_task_scores_each_options_text_after_the_paper_prompt(loaded, task_name):
+    task = loaded["tasks"][task_name]
+    assert task.OUTPUT_TYPE == "multiple_choice"
+    assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]
+    items = read_items(DEMO_DATA, TEXT_TASKS[task_name])
+    docs = list(task.test_docs())
+    assert [d["instruction"] for d in docs] == [i["instruction"] for i in items]
+    for doc, item in zip(docs, items, strict=True):
+        requests = task.construct_requests(doc, task.doc_to_text(doc))
+        pairs = [request.arguments for request in requests]  # (context, continuation) per option
+        assert {context for context, _ in pairs} == {eval_prompt(item["instruction"])}
+        assert [continuation for _, continuation in pairs] == options_from_instruction(item["instruction"])
+        # The gold continuation is the text of the option whose label is the item's answer.
+        labels = get_benchmark(TEXT_TASKS[task_name]).labels
+        assert pairs[task.doc_to_target(doc)][1] == doc["options"][labels.index(item["answer"])]
+
+
+def test_text_choices_are_the_option_texts_and_boolq_scores_true_and_false():
+    doc = {"benchmark": "ARC-Easy", "instruction": "q", "answer": "answer3", "options": ["red", "green", "blue"]}
+    assert utils.doc_to_option_texts(doc) == ["red", "green", "blue"] and utils.doc_to_target_index(doc) == 2
+    boolq = {"benchmark": "boolq", "instruction": "q", "answer": "false", "options": ["true", "false"]}
+    assert utils.doc_to_option_texts(boolq) == ["true", "false"] and utils.doc_to_target_index(boolq) == 1
+    with pytest.raises(DataError, match="ARC-Easy: the item 'q' lists 3 options and answers 'answer4'"):
+        utils.doc_to_option_texts({**doc, "answer": "answer4"})
 
 
 def test_mc_choices_follow_the_number_of_options_of_each_item():

@@ -27,6 +27,16 @@ from dora_plugins.table_formats import render
 SAMPLE = REPO / "dora_plugins" / "demo_data" / "eval"  # 40 real items per benchmark, shipped with the package
 ITEMS = 8  # per benchmark: the first items of the sample
 HEADER = ["Run", "Method", *COLUMNS, "Unread", "Protocol"]
+ALL_GROUPS = ["dora_commonsense", "dora_commonsense_mc", "dora_commonsense_text"]
+METHODS = ["improved", "original", "mc", "text", "text_norm"]  # the rows of a run of ALL_GROUPS
+# method -> (lm-eval task of a benchmark, metric, group)
+SCORED = {
+    "improved": (lambda b: b.task, "acc,improved", "dora_commonsense"),
+    "original": (lambda b: b.task, "acc,original", "dora_commonsense"),
+    "mc": (lambda b: b.mc_task, "acc,none", "dora_commonsense_mc"),
+    "text": (lambda b: b.text_task, "acc,none", "dora_commonsense_text"),
+    "text_norm": (lambda b: b.text_task, "acc_norm,none", "dora_commonsense_text"),
+}
 
 
 def lm_eval(model, data_dir, output, *options: str) -> None:
@@ -55,7 +65,7 @@ def runs(tmp_path_factory):
         model.model.embed_tokens.weight[tokenizer.eos_token_id] *= 3.0  # short answers: a faster beam search
     model.save_pretrained(root / "tiny")
     tokenizer.save_pretrained(root / "tiny")
-    lm_eval(root / "tiny", root / "data", root / "paper", "--tasks", "dora_commonsense,dora_commonsense_mc")
+    lm_eval(root / "tiny", root / "data", root / "paper", "--tasks", ",".join(ALL_GROUPS))
     lm_eval(
         root / "tiny",
         root / "data",
@@ -97,30 +107,30 @@ def test_rows_give_lm_evals_accuracies_and_means_and_count_unread_answers(runs):
     path = results_file(runs / "paper")
     results = json.loads(path.read_text())["results"]
     rows = rows_from_results(path)
-    assert [(row.run, row.method) for row in rows] == [("tiny", "improved"), ("tiny", "original"), ("tiny", "mc")]
+    assert [(row.run, row.method) for row in rows] == [("tiny", method) for method in METHODS]
     for row in rows:
         assert row.protocol == () and row.protocol_text == "paper"
-        metric, group = ("acc,none", "dora_commonsense_mc") if row.method == "mc" else (f"acc,{row.method}", None)
+        task_of, metric, group = SCORED[row.method]
         for b in BENCHMARKS:
-            task = b.mc_task if row.method == "mc" else b.task
-            assert row.scores[b.title] == pytest.approx(100 * results[task][metric])
+            assert row.scores[b.title] == pytest.approx(100 * results[task_of(b)][metric])
         # the paper's Avg. is lm-eval's group mean (not weighted by size)
-        assert row.average == pytest.approx(100 * results[group or "dora_commonsense"][metric])
+        assert row.average == pytest.approx(100 * results[group][metric])
     assert rows[0].unread == unread_again(runs / "paper", "improved")
     assert rows[1].unread == unread_again(runs / "paper", "original")
     assert rows[0].unread > 0 and rows[1].unread > 0  # a random model: answers neither extractor reads
-    assert rows[2].unread is None  # log-likelihood scoring reads no answer
-    assert 0 < rows[2].average < 100
+    assert [row.unread for row in rows[2:]] == [None] * 3  # log-likelihood scoring reads no answer
+    assert all(0 < row.average < 100 for row in rows[2:])
+    assert rows[3].scores != rows[4].scores or rows[3].scores != rows[2].scores  # three different scorings
 
 
 @pytest.mark.slow
 def test_a_greedy_limited_run_is_marked_and_runs_of_one_model_are_told_apart(runs):
     rows = read_table([runs / "greedy", runs / "paper"])
     greedy_stamp = results_file(runs / "greedy").stem.removeprefix("results_")
-    assert [row.method for row in rows] == ["improved", "original", "improved", "original", "mc"]
+    assert [row.method for row in rows] == ["improved", "original", *METHODS]
     assert rows[0].run == f"tiny ({greedy_stamp})" and rows[2].run != rows[0].run
     assert rows[0].protocol == rows[1].protocol == ("greedy", f"limit 3 of {ITEMS}")
-    assert [row.protocol for row in rows[2:]] == [(), (), ()]
+    assert [row.protocol for row in rows[2:]] == [()] * len(METHODS)
 
 
 @pytest.mark.slow
@@ -138,7 +148,7 @@ def test_dora_table_prints_text_and_markdown(runs, capsys):
     assert dora(["table", str(path), "--format", "markdown", "--reference", "LLaMA2-7B"]) == 0
     markdown = capsys.readouterr().out.splitlines()
     assert [cell.strip() for cell in markdown[0].strip("|").split("|")] == HEADER
-    assert markdown[1].startswith("| ---") and len(markdown) == 2 + 3 + 3
+    assert markdown[1].startswith("| ---") and len(markdown) == 2 + len(METHODS) + 3
     assert markdown[-1].split("|")[1:4] == [" paper: LLaMA2-7B ", " DoRA r=32  ", "  71.8 "]
 
 
@@ -147,13 +157,13 @@ def test_csv_and_json_keep_the_numbers_and_latex_comes_from_pytablewriter(runs, 
     rows = read_table([runs / "paper"], ["LLaMA-7B"])
     assert dora(["table", str(runs / "paper"), "--reference", "LLaMA-7B", "--format", "csv"]) == 0
     records = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["Method"] for r in records] == ["improved", "original", "mc", *PAPER_TABLE_1["LLaMA-7B"]]
+    assert [r["Method"] for r in records] == [*METHODS, *PAPER_TABLE_1["LLaMA-7B"]]
     assert float(records[2]["Avg."]) == pytest.approx(rows[2].average, abs=1e-4)
     assert records[3]["Unread"] == "" and records[3]["Protocol"] == "paper"
     assert dora(["table", str(runs / "paper"), "--format", "json"]) == 0
     parsed = json.loads(capsys.readouterr().out)
     assert [(r["method"], r["scores"], r["average"], r["unread"]) for r in parsed] == [
-        (row.method, row.scores, row.average, row.unread) for row in rows[:3]
+        (row.method, row.scores, row.average, row.unread) for row in rows[: len(METHODS)]
     ]
     latex = render(rows, "latex")
     assert latex.startswith("\\begin{array}") and latex.endswith("\\end{array}")
@@ -229,8 +239,8 @@ def test_results_without_our_tasks_are_an_error_that_says_what_to_run(tmp_path, 
     write_run(tmp_path / "run" / "m", {"results": {"hellaswag": {"acc,none": 0.5}}}, {})
     assert dora(["table", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err
-    assert "No results of the dora_commonsense or dora_commonsense_mc tasks in" in error
-    assert error.strip().endswith("Run lm_eval with --tasks dora_commonsense,dora_commonsense_mc")
+    assert "No results of the dora_commonsense, dora_commonsense_mc or dora_commonsense_text tasks in" in error
+    assert error.strip().endswith("Run lm_eval with --tasks dora_commonsense,dora_commonsense_text")
 
 
 @pytest.mark.parametrize(("line", "problem"), [

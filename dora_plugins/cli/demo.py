@@ -1,27 +1,31 @@
-"""dora demo: the whole pipeline on a tiny model, offline, in about two minutes on two CPU cores.
+"""dora demo: train LoRA and DoRA on a real pretrained model, score them with lm-eval, and draw the paper's figure 2.
 
-1. build a small LLaMA-architecture model and its tokenizer locally (nothing is downloaded);
-2. train a LoRA and a DoRA adapter with the same budget on the bundled sample of the eight benchmarks, in the
-   paper's training format, with 'dora sft' (TRL's SFTTrainer), keeping checkpoints;
-3. merge each adapter into the base model ('dora merge');
-4. score the base model, LoRA and DoRA with lm-eval on 'dora_commonsense' (bundled evaluation items, which
-   the training sample does not contain), with both answer extractors;
+By default, on SmolLM2-135M-Instruct ('dora pull smollm2-135m'; --model takes another name or folder), offline,
+in about ten minutes on two CPU cores (at most 15):
+
+1. make the base model available ('dora pull');
+2. train a LoRA adapter and 3. a DoRA adapter with the same budget on the bundled training records of the eight
+   benchmarks, in the paper's training format, with 'dora sft' (TRL's SFTTrainer), keeping checkpoints;
+4. score the base model, LoRA and DoRA with the stock lm-eval on the bundled evaluation items (never a training
+   record): 'dora_commonsense' (generation, both answer extractors, unread answers counted) and
+   'dora_commonsense_text' (log-likelihood of each option's text, what the base model knows);
 5. measure how far each run moved its weights in magnitude and direction ('dora analyze', the paper's figure 2).
 
-The tiny model learns the answer format (its unread answers fall to about zero) but not the tasks: accuracy
-stays near chance. The demo shows the pipeline, not the paper's numbers.
+--tiny (and --quick, a shortened --tiny for CI) runs the same pipeline on a random 0.1M-parameter model built
+locally in seconds, and merges each adapter ('dora merge'): it shows the pipeline, not what a model learns.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+import time
 from pathlib import Path
 
-from dora_plugins.cli.demo_table import COLUMNS, GROUP
+from dora_plugins.cli.demo_settings import OPTION_TEXT, QUICK, REAL, TINY, Settings
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 TRAIN_FILE = DEMO_DATA / "train.json"
@@ -29,217 +33,156 @@ EVAL_DIR = DEMO_DATA / "eval"
 # (preset of 'dora sft', row label): the two adapters, trained with the same budget
 METHODS = [("lora", "LoRA"), ("dora", "DoRA")]
 BASE_LABEL = "base model (no adapter)"
-STEPS = 5
+DEFAULT_MODEL = "smollm2-135m"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How much the demo trains and scores; both adapters get the same."""
-
-    max_steps: int  # optimizer steps per adapter
-    limit: int | None  # items per benchmark; None: all of the bundled sample (40 each)
-    checkpoints: int  # checkpoints kept per run, evenly spaced, for 'dora analyze'
-    learning_rate: float = 5e-3  # a tiny random model needs far more than the paper's 2e-4
-    batch_size: int = 8
-    seed: int = 0
-
-
-FULL = Settings(max_steps=120, limit=None, checkpoints=6)
-QUICK = Settings(max_steps=10, limit=4, checkpoints=2)
-
-
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dora demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--output", metavar="DIR", help="keep the models, adapters, checkpoints and results here")
+    parser.add_argument("--output", metavar="DIR", help="keep the adapters, checkpoints, results and figure here")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing non-empty --output once the new run is complete"
     )
     parser.add_argument(
-        "--quick", action="store_true", help=f"a shortened run for CI: {QUICK.max_steps} steps, 4 items per benchmark"
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="NAME_OR_PATH",
+        help=f"the base model: a 'dora pull' name or a transformers folder (default: {DEFAULT_MODEL})",
     )
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    parser.add_argument("--tiny", action="store_true", help="a random 0.1M-parameter model built locally (seconds)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"--tiny, shortened for CI: {QUICK.max_steps} steps, 4 items per benchmark"
+    )
+    parser.add_argument(
+        "--max_steps", type=int, metavar="N", help="optimizer steps per adapter (shorter runs; the budget is stated "
+        "for the default)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="generated answers per benchmark (at most 40; option text: at most as many)",
+    )
+    parser.add_argument(
+        "--text_limit", type=int, metavar="N", help="option-text items per benchmark (0: no option-text scoring)"
+    )
+    return parser
 
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The run's settings: --quick, --tiny or the real model, with --max_steps / --limit applied."""
+    from dora_plugins.errors import ConfigError
+
+    settings = QUICK if args.quick else TINY if args.tiny else REAL
+    bounds = (("--max_steps", args.max_steps, 1, None), ("--limit", args.limit, 1, 40),
+              ("--text_limit", args.text_limit, 0, 40))  # fmt: skip
+    for flag, value, low, high in bounds:
+        if value is not None and (value < low or (high is not None and value > high)):
+            allowed = f"{low} or more" if high is None else f"{low} to {high}"
+            raise ConfigError(f"{flag} {value}: must be {allowed}")
+    if args.max_steps is not None:
+        settings = dataclasses.replace(
+            settings, max_steps=args.max_steps, checkpoints=min(settings.checkpoints, args.max_steps)
+        )
+    if args.limit is not None:
+        text_limit = None if settings.text_limit is None else min(settings.text_limit, args.limit)
+        settings = dataclasses.replace(settings, limit=args.limit, text_limit=text_limit)
+    if args.text_limit is not None:
+        groups = tuple(g for g in settings.groups if g != OPTION_TEXT) + ((OPTION_TEXT,) if args.text_limit else ())
+        settings = dataclasses.replace(settings, text_limit=args.text_limit or None, groups=groups)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    settings = settings_for(args)
+    model = None if settings.tiny else args.model
+    started = (time.perf_counter(), time.process_time())
     if args.output:
         from dora_plugins.outputs import check_output, replace_directory
 
         target = check_output(args.output, overwrite=args.overwrite)
-        replace_directory(target, lambda folder: run(folder, settings, final=target))
+        kept = replace_directory(target, lambda folder: run(folder, settings, model, started, final=target))
+        print(next_steps(str(target), kept, settings))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="dora-demo-"))
         try:
-            run(workdir, settings)
+            run(workdir, settings, model, started)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(next_steps(args.output))
+        print(next_steps(None, [], settings))
     return 0
 
 
-def run(workdir: Path, settings: Settings, final: Path | None = None) -> None:
-    """The five steps; everything is written under ``workdir``, which is moved to ``final`` afterwards if given."""
-    import torch
+def run(
+    workdir: Path, settings: Settings, model: str | None, started: tuple[float, float], final: Path | None = None
+) -> list[str]:
+    """The steps; everything is written under ``workdir``, which is moved to ``final`` afterwards if given.
 
+    Returns the names of what it kept, for the closing message.
+    """
+    from dora_plugins.cli import demo_steps
     from dora_plugins.cli.demo_table import format_table, summarize
-    from dora_plugins.merge import merge_adapter
 
-    # A 0.1M-parameter model is fastest on one thread: more only add synchronisation, and on a
-    # shared CPU they wait for each other (15x slower per step, measured on 2 busy cores).
-    torch.set_num_threads(1)
-    base = workdir / "base"
-    _step(1, "Building a tiny LLaMA model and a tokenizer locally (nothing is downloaded)")
-    build_base(str(base), settings.seed)
+    final_dir = final or workdir
+    plan = demo_steps.Plan(settings)
+    base = demo_steps.make_base(plan, workdir, model, TRAIN_FILE, EVAL_DIR)
     for preset, label in METHODS:
-        _step(2, f"Training a {label} adapter with 'dora sft' (TRL SFTTrainer), {settings.max_steps} steps")
-        train(str(base), str(workdir / preset), preset, settings)
-        if final is not None:  # adapters name their base model by path: the one it will have after the move
-            _set_base_model_path(workdir / preset, final / "base")
-    _step(3, "Merging each adapter into the base model ('dora merge')")
-    for preset, _ in METHODS:
-        merge_adapter(str(base), str(workdir / preset), str(workdir / f"{preset}-merged"), dtype="float32")
-    _step(4, f"Scoring the base model, LoRA and DoRA with lm-eval on {GROUP} (bundled evaluation sample)")
-    models = {BASE_LABEL: base, **{label: workdir / f"{preset}-merged" for preset, label in METHODS}}
-    results = evaluate(models, settings)
-    table = summarize(results, EVAL_DIR)
-    _step(5, "Measuring magnitude and direction change of every checkpoint ('dora analyze')")
-    drawn = analyze(base, [workdir / preset for preset, _ in METHODS], workdir)
-    report = {"settings": asdict(settings), "table": table, "lm_eval": {k: _jsonable(v) for k, v in results.items()}}
+        plan.step(f"Training a {label} adapter with 'dora sft' (TRL SFTTrainer): {settings.describe_training()}")
+        demo_steps.train(base, workdir / preset, preset, settings, TRAIN_FILE)
+        if settings.tiny and final is not None:  # adapters name their base by path: the one it has after the move
+            demo_steps.set_base_model_path(workdir / preset, final / "base")
+    models = {BASE_LABEL: (base, None), **{label: (base, workdir / preset) for preset, label in METHODS}}
+    if settings.merge:
+        plan.step("Merging each adapter into the base model ('dora merge')")
+        models.update(demo_steps.merge(base, workdir, METHODS))
+    plan.step(f"Scoring the base model, LoRA and DoRA with lm-eval: {settings.describe_scoring()}")
+    results = demo_steps.evaluate(models, settings, EVAL_DIR)
+    table = summarize(results, EVAL_DIR, settings.groups)
+    plan.step("Measuring magnitude and direction change of every checkpoint ('dora analyze')")
+    drawn = demo_steps.analyze(base, [workdir / preset for preset, _ in METHODS], workdir, final_dir)
+    timing = {"wall_s": time.perf_counter() - started[0], "cpu_s": time.process_time() - started[1]}
+    report = {
+        "model": model or "tiny (random, built locally)",
+        "settings": dataclasses.asdict(settings),
+        "timing": timing,
+        "table": table,
+        "lm_eval": {k: demo_steps.jsonable(v) for k, v in results.items()},
+    }
     (workdir / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print()
     print(format_table(table))
-    print(EXPLANATION)
+    print(settings.explanation)
+    print(f"\nTime: {timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU (this process).")
     if not drawn:
         from dora_plugins.cli.analyze import PLOT_HINT
 
         print(f"\nNote: {PLOT_HINT}; dynamics.csv and dynamics.json are written.")
+    return ["dynamics.png"] if drawn else []
 
 
-EXPLANATION = """
-A 0.1M-parameter model trained for a few minutes learns the answer format ('the correct answer is <label>',
-with the labels each benchmark allows: the unread answers fall to about zero) but not the tasks: its accuracy
-stays near chance. The demo shows the pipeline (train, merge, score with the paper's prompts and extractors,
-analyze), not the paper's numbers."""
-
-
-def _set_base_model_path(run_dir: Path, base: Path) -> None:
-    """Point the adapter and every checkpoint of ``run_dir`` at ``base``."""
-    for config_file in run_dir.rglob("adapter_config.json"):
-        config = json.loads(config_file.read_text())
-        config["base_model_name_or_path"] = str(base)
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _step(number: int, title: str) -> None:
-    print(f"\n[{number}/{STEPS}] {title}", flush=True)
-
-
-def build_base(directory: str, seed: int) -> None:
-    """The tiny base model and a tokenizer trained on the demo's own training and evaluation text."""
-    from dora_plugins.benchmarks import load_llm_adapters
-    from dora_plugins.cli.demo_model import save_base_model
-    from dora_plugins.prompts import eval_prompt, train_text
-
-    records = json.loads(TRAIN_FILE.read_text())
-    texts = [train_text(r["instruction"], r["output"], r.get("input", "")) for r in records]
-    for benchmark, _, _ in COLUMNS:
-        texts += [eval_prompt(item["instruction"]) for item in load_llm_adapters(EVAL_DIR, benchmark)]
-    save_base_model(directory, texts, seed=seed)
-
-
-def train(base: str, output: str, preset: str, settings: Settings) -> None:
-    """``dora sft`` with a preset (the paper's r=32, alpha=64) on the bundled sample, as a user would call it."""
-    from trl_integration.cli import main as sft
-
-    argv = [
-        "--model_name_or_path", base,
-        "--dataset_name", str(TRAIN_FILE),
-        "--output_dir", output,
-        "--preset", preset,
-        "--lora_dropout", "0",  # a few hundred records, seen about once: nothing to regularize, and faster
-        # Loss on the response only: a model this small cannot also learn the instruction text in a
-        # hundred steps. The paper (and 'dora sft' by default) trains on the whole text.
-        "--train_on_inputs", "false",
-        "--max_steps", str(settings.max_steps),
-        "--per_device_train_batch_size", str(settings.batch_size),
-        "--learning_rate", str(settings.learning_rate),
-        "--lr_scheduler_type", "linear",
-        "--warmup_steps", str(max(1, settings.max_steps // 20)),
-        "--logging_steps", str(max(1, settings.max_steps // 5)),
-        "--save_strategy", "steps",
-        "--save_steps", str(settings.max_steps // settings.checkpoints),
-        "--save_only_model", "true",
-        "--report_to", "none",
-        "--seed", str(settings.seed),
-        "--dtype", "float32",
-        "--gradient_checkpointing", "false",  # pointless for a model this small, and slower
-        "--dataloader_pin_memory", "false",
-    ]  # fmt: skip
-    sft(argv)
-
-
-def evaluate(models: dict[str, Path], settings: Settings) -> dict[str, dict]:
-    """lm-eval's ``evaluate`` of each model on the group, with the bundled data as task metadata ``data_dir``.
-
-    ``lm_eval.evaluate`` rather than ``simple_evaluate``: the same scoring without the environment report
-    (``pip list`` and friends in subprocesses), which took longer than scoring the quick demo's items.
-    """
-    import logging
-
-    import torch
-    from lm_eval import evaluate as lm_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    from lm_eval_tasks.discovery import TASK_DIR
-
-    # lm-eval warns once per task that custom datasets take --metadata: noise for a first run.
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    # Our tasks only: indexing lm-eval's thousands of built-in task files takes longer than the scoring.
-    tasks = TaskManager(include_path=TASK_DIR, include_defaults=False, metadata={"data_dir": str(EVAL_DIR)})
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = {}
-    for label, model in models.items():
-        print(f"{label}:", flush=True)
-        torch.manual_seed(settings.seed)
-        lm = HFLM(pretrained=str(model), dtype="float32", batch_size=32, device=device)
-        results[label] = lm_evaluate(lm, get_task_dict([GROUP], tasks), limit=settings.limit)
-    return results
-
-
-def analyze(base: Path, runs: list[Path], output: Path) -> bool:
-    """``dora analyze`` of every checkpoint of ``runs`` into ``output``; False when matplotlib is missing."""
-    from dora_plugins.checkpoint_dynamics import read_checkpoint
-    from dora_plugins.cli.analyze import analyze as analyze_checkpoints
-    from dora_plugins.cli.analyze import base_folder, pick_figure_module, summary, write_report
-
-    checkpoints = [read_checkpoint(path) for run in runs for path in sorted(run.glob("checkpoint-*"))]
-    rows = analyze_checkpoints(base_folder(str(base)), checkpoints, [])
-    figure_module = pick_figure_module(rows, None)
-    print(summary(rows, figure_module))
-    return write_report(output, rows, figure_module)
-
-
-def _jsonable(results: dict) -> dict:
-    """The parts of lm-eval's results worth keeping: scores, sample counts, and every generation."""
-    keep = ("results", "groups", "n-samples", "configs", "versions", "samples")
-    return {key: results[key] for key in keep if key in results}
-
-
-def next_steps(output: str | None) -> str:
-    """What to run next, for a real model on a GPU."""
-    kept = (
-        f"Kept in {output}: base/, lora/ and dora/ (adapters and checkpoints), lora-merged/, dora-merged/, "
-        "results.json (scores and generations), dynamics.csv/.json/.png (the weight dynamics)."
-        if output
-        else "Pass --output DIR to keep the adapters, checkpoints, merged models, results and the dynamics figure."
-    )
+def next_steps(output: str | None, kept: list[str], settings: Settings) -> str:
+    """Where the results are, and what to run next with a larger model on a GPU."""
+    if output:
+        folders = (
+            "base/, lora/ and dora/ (adapters and checkpoints), lora-merged/, dora-merged/"
+            if settings.merge
+            else "lora/ and dora/ (PEFT adapters, each with its checkpoint-*)"
+        )
+        figure = ", dynamics.png (the figure)" if "dynamics.png" in kept else ""
+        where = (
+            f"Kept in {output}: {folders}, results.json (scores and generations), dynamics.csv and dynamics.json "
+            f"(the weight dynamics){figure}."
+        )
+    else:
+        where = "Pass --output DIR to keep the adapters, checkpoints, results and the dynamics figure."
     return "\n".join(
         [
             "",
-            kept,
+            where,
             "",
-            "Next, with a real model (LLaMA2-7B, one GPU; see the README's 'Train' and 'Evaluate' sections):",
+            "Next, with a larger model (LLaMA2-7B, one GPU; see docs/demo.md and the README's 'Train' and 'Evaluate'):",
             "  dora sft --config llama2_7b_dora --dataset_name /path/to/commonsense_170k.json "
             "--output_dir runs/llama2_7b_dora",
             "  lm_eval --model hf --model_args pretrained=meta-llama/Llama-2-7b-hf,peft=runs/llama2_7b_dora "

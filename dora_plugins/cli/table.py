@@ -1,13 +1,14 @@
 """``dora table``: the DoRA paper's table 1 from lm-eval results, as text, Markdown, LaTeX, CSV or JSON.
 
 One row per run and scoring method: ``improved`` and ``original`` (the two extractors of the dora_commonsense
-generation tasks) and ``mc`` (the log-likelihood tasks of dora_commonsense_mc); columns BoolQ PIQA SIQA
-HellaSwag WinoGrande ARC-e ARC-c OBQA Avg. (accuracy in %), Unread (answers the extractor could not read,
-from the samples that --log_samples wrote) and Protocol ("paper", or how the run departs from it: greedy,
+generation tasks), ``mc`` (dora_commonsense_mc: log-likelihood of the label words) and ``text`` / ``text_norm``
+(dora_commonsense_text: log-likelihood of each option's text, acc and acc_norm, as lm-eval's arc_easy); columns
+BoolQ PIQA SIQA HellaSwag WinoGrande ARC-e ARC-c OBQA Avg. (accuracy in %), Unread (answers the extractor could
+not read, from the samples that --log_samples wrote) and Protocol ("paper", or how the run departs from it: greedy,
 --limit, few-shot, a chat template, another prompt, as lm-eval recorded it).
 
 examples:
-  lm_eval ... --tasks dora_commonsense,dora_commonsense_mc --log_samples --output_path results/
+  lm_eval ... --tasks dora_commonsense,dora_commonsense_mc,dora_commonsense_text --log_samples --output_path results/
   dora table results/
   dora table results/ --reference LLaMA2-7B --format markdown
   dora table results/run_a results/run_b/results_2026-01-01T00-00-00.json --plot table.png
