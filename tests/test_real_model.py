@@ -93,14 +93,15 @@ def set_dropout(model, p: float) -> None:
             module.lora_dropout["default"] = nn.Dropout(p) if p else nn.Identity()
 
 
-def train_step(model, ids: torch.Tensor, dropout: float) -> Step:
+def train_step(model, ids: torch.Tensor, dropout: float, seed: int = 7, keep_grads: bool = False) -> Step:
     set_dropout(model, dropout)
     model.train()
-    torch.manual_seed(7)  # the same dropout masks in every model: they do not depend on the dtype
+    torch.manual_seed(seed)  # the same dropout masks in every model: they do not depend on the dtype
     out = model(input_ids=ids, labels=ids)
     out.loss.backward()
     grads = {name: p.grad.double() for name, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad(set_to_none=True)
+    if not keep_grads:
+        model.zero_grad(set_to_none=True)
     return Step(out.logits.detach().double(), out.loss.item(), grads)
 
 
@@ -358,3 +359,57 @@ def test_lm_eval_peft_generates_what_stock_peft_generates_on_smollm2(model_dir, 
     print(f"\nlm-eval generations: {routed}")
     assert all(text.strip() for text in stock)
     assert routed == stock
+
+
+# ---- QDoRA: a bitsandbytes 4-bit SmolLM2 on the CPU ----
+
+
+@pytest.mark.slow
+def test_4bit_smollm2_trains_and_matches_peft_qdora_at_every_step(model_dir, input_ids):
+    """Ours trains the 4-bit model; at each step stock PEFT's QDoRA, given the same adapters, computes the same.
+
+    The reference is PEFT's DoRA in float64 on the dequantized 4-bit weights, which both layers compute with; the
+    bounds of the first step (twice PEFT's own error) hold at every step. Training mode only: no eval forward, so
+    bitsandbytes never repacks the weights for its CPU inference kernel.
+    """
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install dora-plugins[kbit])")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from dora_plugins.peft_layer import DoraVariant, base_weight
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True)
+    quantized = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quantization)
+    stock_base, ref_base = copy.deepcopy(quantized), load_base(model_dir, torch.float64)
+    with torch.no_grad():
+        for name, module in quantized.named_modules():
+            if type(module).__name__ == "Linear4bit":
+                ref_base.get_submodule(name).weight.copy_(base_weight(module))
+    config = dict(CONFIG, lora_dropout=PAPER_DROPOUT)
+    ours = get_peft_model(quantized, DoraConfig(**config))
+    perturb_adapters(ours, std=B_STD)
+    stock = get_peft_model(stock_base, LoraConfig(use_dora=True, **config))
+    ref = get_peft_model(ref_base, LoraConfig(use_dora=True, **config))
+    for model in (stock, ref):
+        load_adapters(model, adapter_state(ours))
+    assert type(q_proj(ours).get_base_layer()).__name__ == "Linear4bit"
+    assert isinstance(q_proj(ours).lora_variant["default"], DoraVariant)
+    assert not isinstance(q_proj(stock).lora_variant["default"], DoraVariant)
+
+    first = errors(*(train_step(m, input_ids, PAPER_DROPOUT) for m in (ours, stock, ref)))
+    print(f"\n4-bit, step 1: {first.summary()}")
+    assert_matches_peft(first)
+    logits_bound, grad_bound = 2 * first.logits_peft, 2 * max(first.grad_peft.values())
+    optimizer = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for seed in range(3):
+        load_adapters(stock, adapter_state(ours))
+        step = train_step(ours, input_ids, PAPER_DROPOUT, seed=seed, keep_grads=True)
+        stock_step = train_step(stock, input_ids, PAPER_DROPOUT, seed=seed)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(step.loss)
+        assert max_rel(step.logits, stock_step.logits) <= logits_bound, seed
+        for name, grad in step.grads.items():
+            assert max_rel(grad, stock_step.grads[name]) <= grad_bound, (seed, name)
+    print(f"4-bit losses: {losses}")
+    assert losses[-1] < losses[0]
