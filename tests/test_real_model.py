@@ -368,9 +368,9 @@ def test_lm_eval_peft_generates_what_stock_peft_generates_on_smollm2(model_dir, 
 def test_4bit_smollm2_trains_and_matches_peft_qdora_at_every_step(model_dir, input_ids):
     """Ours trains the 4-bit model; at each step stock PEFT's QDoRA, given the same adapters, computes the same.
 
-    The reference is PEFT's DoRA in float64 on the dequantized 4-bit weights, which both layers compute with; the
-    bounds of the first step (twice PEFT's own error) hold at every step. Training mode only: no eval forward, so
-    bitsandbytes never repacks the weights for its CPU inference kernel.
+    The reference, at each step, is PEFT's DoRA in float64 on the dequantized 4-bit weights, which both layers
+    compute with. Training mode only: no eval forward, so bitsandbytes never repacks the weights for its CPU
+    inference kernel (see the report of issue 26 on that).
     """
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install dora-plugins[kbit])")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -395,21 +395,16 @@ def test_4bit_smollm2_trains_and_matches_peft_qdora_at_every_step(model_dir, inp
     assert isinstance(q_proj(ours).lora_variant["default"], DoraVariant)
     assert not isinstance(q_proj(stock).lora_variant["default"], DoraVariant)
 
-    first = errors(*(train_step(m, input_ids, PAPER_DROPOUT) for m in (ours, stock, ref)))
-    print(f"\n4-bit, step 1: {first.summary()}")
-    assert_matches_peft(first)
-    logits_bound, grad_bound = 2 * first.logits_peft, 2 * max(first.grad_peft.values())
     optimizer = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
     losses = []
     for seed in range(3):
-        load_adapters(stock, adapter_state(ours))
+        for model in (stock, ref):
+            load_adapters(model, adapter_state(ours))
         step = train_step(ours, input_ids, PAPER_DROPOUT, seed=seed, keep_grads=True)
-        stock_step = train_step(stock, input_ids, PAPER_DROPOUT, seed=seed)
+        found = errors(step, *(train_step(m, input_ids, PAPER_DROPOUT, seed=seed) for m in (stock, ref)))
+        print(f"\n4-bit, step {seed + 1}: loss {step.loss:.4f}; {found.summary()}")
+        assert_matches_peft(found)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(step.loss)
-        assert max_rel(step.logits, stock_step.logits) <= logits_bound, seed
-        for name, grad in step.grads.items():
-            assert max_rel(grad, stock_step.grads[name]) <= grad_bound, (seed, name)
-    print(f"4-bit losses: {losses}")
     assert losses[-1] < losses[0]
