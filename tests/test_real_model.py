@@ -423,4 +423,3 @@ def test_4bit_smollm2_trains_and_matches_peft_qdora_at_every_step(model_dir, inp
         optimizer.zero_grad(set_to_none=True)
         losses.append(step.loss)
     assert losses[-1] < losses[0]
-
