@@ -163,13 +163,13 @@ def no_cpu_repacking(model):
     return model
 
 
-def perturb_adapters(model, seed: int = 1) -> None:
-    """Non-zero B and a magnitude away from the row norms, so every term of the formula matters."""
+def perturb_adapters(model, seed: int = 1, std: float = 0.2) -> None:
+    """Non-zero B (normal, ``std``) and a magnitude away from the row norms, so every term of the formula matters."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0, 0.2, generator=gen)
+                param.normal_(0, std, generator=gen)
             elif "lora_magnitude_vector" in name:
                 param.mul_(1 + 0.1 * torch.randn(param.shape, generator=gen))
 
