@@ -59,9 +59,9 @@ def setup(args: argparse.Namespace) -> None:
     """Apply --threads and --seed, and refuse a CUDA run on a machine without CUDA (or timed by CPU time)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.clock == "cuda" and not args.device.startswith("cuda"):
+    if getattr(args, "clock", "wall") == "cuda" and not args.device.startswith("cuda"):
         raise SystemExit("--clock cuda times CUDA events; use it with --device cuda (or --clock cpu on the CPU).")
-    if args.device.startswith("cuda") and args.clock == "cpu":
+    if args.device.startswith("cuda") and getattr(args, "clock", "wall") == "cpu":
         raise SystemExit("--clock cpu does not see the time a GPU works; use --clock wall with --device cuda.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device} was given but torch.cuda.is_available() is False; use --device cpu.")

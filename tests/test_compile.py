@@ -83,9 +83,15 @@ def two_layers(**config):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", MODES)
-def test_compiled_forward_and_backward_equal_eager(monkeypatch, config):
+def test_compiled_forward_and_backward_equal_eager(config):
     """fullgraph=True: the whole model is one graph; fallback_random draws the eager masks."""
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    # config.patch, not monkeypatch: undoing monkeypatch.setattr on inductor's config module deleted the
+    # setting, and every later compile in the process failed with "fallback_random does not exist"
+    with torch._inductor.config.patch(fallback_random=True):
+        _compiled_equals_eager(config)
+
+
+def _compiled_equals_eager(config: dict) -> None:
     model = two_layers(**config).train()
     x = torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(1))
     results = []
