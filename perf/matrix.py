@@ -249,6 +249,8 @@ def measure(args: argparse.Namespace) -> dict:
             rows += _progress(generation_rows(args, name, base))
         del base
         gc.collect()
+        if args.output:  # what is done so far survives a run stopped later
+            args.output.write_text(json.dumps({"meta": matrix_report.meta(args), "rows": rows}, indent=1) + "\n")
     return {"meta": matrix_report.meta(args), "rows": rows}
 
 
