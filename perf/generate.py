@@ -28,12 +28,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_generate(model, ids: torch.Tensor, new_tokens: int):
+def make_generate(model, ids: torch.Tensor, new_tokens: int, beams: int = 1):
+    """A closure generating exactly ``new_tokens`` tokens after ``ids``, greedy (``beams`` 1) or by beam search."""
     model.eval()
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=beams)
 
     def generate():
         with torch.no_grad():
-            out = model.generate(input_ids=ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
         assert out.shape[1] == ids.shape[1] + new_tokens
 
     return generate

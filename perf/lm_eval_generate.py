@@ -13,6 +13,7 @@ answers of ours differ from PEFT's DoRA (they must not). Exit status 1 if ours e
 
     python -m perf.lm_eval_generate
     python -m perf.lm_eval_generate --hidden 1024 --layers 8 --items 16
+    python -m perf.lm_eval_generate --model smollm2-135m     # SmolLM2-135M's real weights and tokenizer
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CANDIDATES = {"lora": ("lora", False), "peft_dora": ("dora", False), "ours": ("d
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a real model (a `dora pull` name such as smollm2-135m, or a folder)")
     parser.add_argument("--hidden", type=int, default=512, help="hidden size (heads of 64)")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--rank", type=int, default=32, help="adapter rank r (lora_alpha = 2r)")
@@ -48,8 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def save_adapters(model_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """A LoRA and a DoRA adapter with the same factors, saved beside the model (PEFT's own layers build them)."""
+def save_adapters(model_dir: Path, args: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """A LoRA and a DoRA adapter with the same factors, saved in ``folder`` (PEFT's own layers build them)."""
     from transformers import AutoModelForCausalLM
 
     from dora_plugins import route_peft
@@ -59,7 +61,7 @@ def save_adapters(model_dir: Path, args: argparse.Namespace) -> dict[str, Path]:
     settings = argparse.Namespace(rank=args.rank, dropout=0.0, seed=args.seed)
     folders = {}
     for adapter, candidate in (("lora", "lora"), ("dora", "peft_dora")):
-        folders[adapter] = model_dir / f"adapter-{adapter}"
+        folders[adapter] = folder / f"adapter-{adapter}"
         workload.wrap(base, candidate, settings).save_pretrained(folders[adapter])
     return folders
 
@@ -96,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("dora_plugins").setLevel(logging.WARNING)
     print(f"lm_eval_generate: {vars(args)}  torch threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory(prefix="lm-eval-generate-") as folder:
-        model_dir = Path(folder)
-        eval_batch.build_model(model_dir, args.hidden, args.layers)
-        adapters = save_adapters(model_dir, args)
+        if args.model:
+            from dora_plugins.pull import resolve_model
+
+            model_dir = Path(resolve_model(args.model))
+        else:
+            model_dir = Path(folder)
+            eval_batch.build_model(model_dir, args.hidden, args.layers)
+        adapters = save_adapters(model_dir, args, Path(folder))
         models = {name: load(model_dir, adapters[adapter], routed, args.batch_size)
                   for name, (adapter, routed) in CANDIDATES.items()}  # fmt: skip
         times, answers = timed_generations(models, args)

@@ -91,7 +91,8 @@ def measure_memory(argv: list[str], candidate: str) -> int:
     # A fixed mmap threshold makes glibc return every freed block above 128 KiB to the system, so the resident
     # set follows the live tensors instead of the allocator's history (its default threshold adapts upwards).
     root = str(Path(__file__).resolve().parents[1])  # where the perf package lies, wherever this runs from
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": root}
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)  # a caller's path goes first
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": path}
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory run of {candidate} failed:\n{done.stderr[-3000:]}")

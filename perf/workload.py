@@ -19,12 +19,18 @@ import torch
 CANDIDATES = ("lora", "peft_dora", "ours")
 ALL_CANDIDATES = (*CANDIDATES, "ours_branch")
 # "cpu": the CPU time of the whole process, which other processes on a shared machine slow far less than the wall.
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+# "cuda": CUDA events around the call (the GPU's own time; CUDA devices only).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time, "cuda": time.perf_counter}
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The options every script shares: model shape, adapter, device and precision."""
+    parser.add_argument(
+        "--model",
+        help="a real model instead of a random one: a name of `dora pull` (smollm2-135m) or a transformers folder;"
+        " --hidden, --layers and --vocab then come from its config",
+    )
     parser.add_argument("--hidden", type=int, default=1024, help="hidden size (heads of 64)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers")
     parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size (LLaMA's is 32000)")
@@ -53,7 +59,9 @@ def setup(args: argparse.Namespace) -> None:
     """Apply --threads and --seed, and refuse a CUDA run on a machine without CUDA (or timed by CPU time)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and args.clock == "cpu":
+    if getattr(args, "clock", "wall") == "cuda" and not args.device.startswith("cuda"):
+        raise SystemExit("--clock cuda times CUDA events; use it with --device cuda (or --clock cpu on the CPU).")
+    if args.device.startswith("cuda") and getattr(args, "clock", "wall") == "cpu":
         raise SystemExit("--clock cpu does not see the time a GPU works; use --clock wall with --device cuda.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device} was given but torch.cuda.is_available() is False; use --device cpu.")
@@ -67,6 +75,8 @@ def build_base(args: argparse.Namespace, max_positions: int = 2048):
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if getattr(args, "model", None):
+        return _pretrained(args)
     heads = max(1, args.hidden // 64)
     config = LlamaConfig(
         hidden_size=args.hidden,
@@ -80,6 +90,21 @@ def build_base(args: argparse.Namespace, max_positions: int = 2048):
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(config).to(device=args.device, dtype=getattr(torch, args.dtype))
     return _quantized_copies(model, args) if args.bits else model.eval()
+
+
+def _pretrained(args: argparse.Namespace):
+    """The real model ``args.model`` (a ``dora pull`` name or a folder); sets args.hidden, layers and vocab."""
+    from transformers import AutoModelForCausalLM
+
+    from dora_plugins.pull import resolve_model
+
+    folder = resolve_model(args.model)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, args.dtype)).to(args.device)
+    config = model.config
+    args.hidden, args.layers, args.vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    if args.bits:
+        return _quantized_copies(model, args)
+    return model.eval()
 
 
 def _quantized_copies(model, args: argparse.Namespace):
@@ -133,6 +158,13 @@ def synchronize(device: str) -> None:
 
 def timed(fn, device: str, clock: str = "wall") -> float:
     """Seconds ``fn()`` takes on ``clock`` (:data:`CLOCKS`), with the device synchronised on both sides."""
+    if clock == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
     now = CLOCKS[clock]
     synchronize(device)
     start = now()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import REPO
 
-from perf import generate, layer, lm_eval_generate, profile_step, train_step, workload
+from perf import generate, layer, lm_eval_generate, matrix, matrix_report, profile_step, train_step, workload
 
 TINY = ["--hidden", "64", "--layers", "1", "--vocab", "128", "--rank", "4", "--threads", "1"]
 TINY_STEP = [*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0", "--memory-steps", "0"]
@@ -125,3 +125,54 @@ def test_kbit_benchmarks_run_on_a_4bit_base(capsys):
     ratios(capsys.readouterr().out, "time ours/peft_dora")
     assert generate.main([*TINY, "--bits", "4", "--prompt", "4", "--new-tokens", "3", "--reps", "1"]) in (0, 1)
     ratios(capsys.readouterr().out, "ours unmerged/peft_dora")
+
+
+@pytest.mark.slow
+def test_matrix_quick_writes_every_row_and_compares_two_runs(tmp_path, capsys):
+    """The reduced matrix CI runs: every mode, eager and compiled, train and generate; JSON, --compare, Markdown."""
+    first, page = tmp_path / "matrix.json", tmp_path / "performance.md"
+    page.write_text("# Performance\n\nprose kept\n")
+    assert matrix.main(["--quick", "--output", str(first), "--markdown", str(page)]) == 0
+    results = json.loads(first.read_text())
+    keys = {(row["kind"], row["mode"], row["compiled"]) for row in results["rows"]}
+    train = {("train", mode, compiled) for mode in matrix.MODES for compiled in (False, True)}
+    assert keys == train | {("generate", "greedy", False), ("generate", "beams4", False)}
+    for row in results["rows"]:
+        assert set(row["seconds"]) == {"lora", "peft_dora", "ours"}
+        assert all(value > 0 for values in row["seconds"].values() for value in values), row
+    eager = [row for row in results["rows"] if row["kind"] == "train" and not row["compiled"]]
+    assert all(row["memory_mib"]["saved"]["ours"] > 0 for row in eager)
+    out = capsys.readouterr().out
+    table = [line.split() for line in out.split("compare:")[0].splitlines() if line.startswith("tiny ")]
+    assert len(table) == len(results["rows"]) and all(float(cells[4]) > 0 for cells in table)  # time ours/lora
+    text = page.read_text()
+    assert text.startswith("# Performance\n\nprose kept\n") and matrix_report.BEGIN in text
+    assert text.count("| tiny |") == len(results["rows"])
+    # a second render of the same JSON replaces the section instead of appending another
+    assert matrix.main(["--render", str(first), "--compare", str(first), "--markdown", str(page)]) == 0
+    assert page.read_text() == text
+    assert "(+0.000)" in capsys.readouterr().out
+
+
+def test_matrix_ratios_are_taken_per_repetition_and_judged_on_the_median():
+    row = {"kind": "train", "mode": "dropout0", "workload": "w", "compiled": False, "memory_mib": {},
+           "seconds": {"lora": [1.0, 2.0, 1.0], "peft_dora": [2.0, 2.0, 2.0], "ours": [1.04, 2.2, 1.2]}}  # fmt: skip
+    assert matrix_report.ratios(row)["time ours/lora"] == pytest.approx([1.04, 1.1, 1.2])
+    assert matrix_report.spread([1.04, 1.1, 1.2]) == "1.100 [1.040-1.200]"
+    assert matrix_report.verdict(row) == "NOT met: time ours/lora"
+    row["seconds"]["ours"] = [1.0, 2.0, 1.04]
+    assert matrix_report.verdict(row) == "met"
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_cpu_dry_run(tmp_path):
+    """perf/gpu_check.sh --cpu: the prepared GPU script parses and its Python steps run on the CPU at tiny sizes."""
+    script = REPO / "perf" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    done = subprocess.run([str(script), str(tmp_path), "--cpu"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "every step passed" in done.stdout
+    for name in ("bf16_tiny.json", "matrix_eager.json", "matrix_compiled.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    bf16 = json.loads((tmp_path / "bf16_tiny.json").read_text())
+    assert [r["dropout"] for r in bf16["results"]] == [0.0, 0.05] and not any(r["failed"] for r in bf16["results"])

@@ -1,0 +1,145 @@
+"""What :mod:`perf.matrix` prints and writes: the ratio table, the comparison of two runs, the Markdown section.
+
+A ratio is computed per repetition (both times from the same interleaved repetition) and shown as
+``median [lowest-highest]``; targets (:data:`TARGETS`) are judged on the median.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+
+# (kind, mode) -> {ratio: maximum}: the issue's targets (time; memory where a memory ratio is named)
+TARGETS = {
+    ("train", "dropout0"): {"time ours/lora": 1.05},
+    ("train", "paper"): {"time ours/peft_dora": 1.00, "saved ours/peft_dora": 1.00, "peak ours/peft_dora": 1.00},
+    ("generate", "greedy"): {"time ours/lora": 1.05},
+    ("generate", "beams4"): {"time ours/lora": 1.05},
+}
+RATIOS = ("ours/lora", "ours/peft_dora")
+BEGIN, END = "<!-- perf.matrix: begin (generated, do not edit) -->", "<!-- perf.matrix: end -->"
+
+
+def meta(args) -> dict:
+    """Where and how the run was made."""
+    import dora_plugins
+
+    where = Path(dora_plugins.__file__).parent  # the measured layer's commit, also when PYTHONPATH picks another
+    commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    return {
+        "commit": commit.stdout.strip() or "unknown",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device,
+        "dtype": args.dtype,
+        "clock": args.clock,
+        "threads": torch.get_num_threads(),
+        "repetitions": args.repetitions,
+        "steps": args.steps,
+        "compile_backend": args.compile_backend if args.compile else None,
+        "torch": torch.__version__,
+    }
+
+
+def ratios(row: dict) -> dict[str, list[float]]:
+    """``time ours/lora``, ``saved ours/peft_dora``, ... : per repetition for time, one value for memory."""
+    seconds = row["seconds"]
+    out = {}
+    for pair in RATIOS:
+        top, bottom = pair.split("/")
+        out[f"time {pair}"] = [a / b for a, b in zip(seconds[top], seconds[bottom], strict=True)]
+        for kind, values in row["memory_mib"].items():
+            if values.get(bottom):
+                out[f"{kind} {pair}"] = [values[top] / values[bottom]]
+    return out
+
+
+def spread(values: list[float]) -> str:
+    """``1.023 [1.010-1.041]``, or one value."""
+    if not values or any(math.isnan(v) for v in values):
+        return "-"
+    middle = statistics.median(values)
+    return f"{middle:.3f}" if len(values) == 1 else f"{middle:.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def verdict(row: dict) -> str:
+    """``met``, ``NOT met: time ours/lora`` or ``-`` (no target for this mode)."""
+    targets = TARGETS.get((row["kind"], row["mode"]), {})
+    values = ratios(row)
+    missed = [k for k, t in targets.items() if k in values and statistics.median(values[k]) > t]
+    if not any(k in values for k in targets):
+        return "-"
+    return "NOT met: " + ", ".join(missed) if missed else "met"
+
+
+COLUMNS = ("workload", "kind", "mode", "compiled", "time ours/lora", "time ours/peft_dora", "saved ours/lora",
+           "saved ours/peft_dora", "peak ours/lora", "peak ours/peft_dora", "targets")  # fmt: skip
+
+
+def cells(row: dict) -> list[str]:
+    values = ratios(row)
+    head = [row["workload"], row["kind"], row["mode"], "yes" if row["compiled"] else "no"]
+    return [*head, *(spread(values.get(column, [])) for column in COLUMNS[4:-1]), verdict(row)]
+
+
+def progress(row: dict) -> str:
+    return "  ".join(f"{c}={v}" for c, v in zip(COLUMNS, cells(row), strict=True) if v != "-")
+
+
+def table(results: dict) -> str:
+    """The plain-text table of every row."""
+    rows = [list(COLUMNS)] + [cells(row) for row in results["rows"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    m = results["meta"]
+    return "\n".join([_header(m), *lines])
+
+
+def _header(m: dict) -> str:
+    compile_note = f", compiled with {m['compile_backend']}" if m.get("compile_backend") else ""
+    return (
+        f"commit {m['commit']} on {m['device']} ({m['dtype']}, {m['threads']} thread(s),"
+        f" {m['clock']} clock{compile_note});"
+        f" {m['repetitions']} repetition(s) of {m['steps']} interleaved step(s): median ratio [lowest-highest]"
+    )
+
+
+def compare(old: dict, new: dict) -> str:
+    """Median ratios of two runs side by side, row by row, with the change."""
+    key = lambda row: (row["workload"], row["kind"], row["mode"], row["compiled"])  # noqa: E731
+    before = {key(row): ratios(row) for row in old["rows"]}
+    lines = [f"compare: old {old['meta']['commit']} -> new {new['meta']['commit']} (median ratios)"]
+    for row in new["rows"]:
+        if key(row) not in before:
+            continue
+        label = " ".join(str(part) for part in key(row)).replace("True", "compiled").replace("False", "eager")
+        for name, values in ratios(row).items():
+            if name in before[key(row)]:
+                a, b = statistics.median(before[key(row)][name]), statistics.median(values)
+                lines.append(f"{label:<40}{name:<22}{a:7.3f} -> {b:7.3f}  ({b - a:+.3f})")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    """The generated section: how the run was made, and the table."""
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+    body = "\n".join("| " + " | ".join(cells(row)) + " |" for row in results["rows"])
+    return f"{_header(results['meta'])}.\n\n{head}\n{body}\n"
+
+
+def write_markdown(page: Path, results: dict) -> None:
+    """Replace what lies between the page's BEGIN and END markers (appended with them where absent)."""
+    text = page.read_text() if page.exists() else ""
+    section = f"{BEGIN}\n{markdown(results)}{END}"
+    if BEGIN in text and END in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + section + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    page.write_text(text)
