@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,10 @@ def fetch_sdist(version: str, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-        done = subprocess.run([*command, "--dest", tmp, f"peft=={version}"], capture_output=True, text=True)
+        # One exact sdist, without dependencies: an install's constraints file (CI's PIP_CONSTRAINT pins the
+        # installed peft wheel) must not turn a missing version into a dependency conflict.
+        env = {**os.environ, "PIP_CONSTRAINT": ""}
+        done = subprocess.run([*command, "--dest", tmp, f"peft=={version}"], capture_output=True, text=True, env=env)
         found = sorted(Path(tmp).glob("peft-*.tar.gz"))
         if done.returncode != 0 or not found:
             raise DoraError(
