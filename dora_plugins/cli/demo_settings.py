@@ -1,8 +1,7 @@
 """What ``dora demo`` trains and scores, per mode: the real model (the default), ``--tiny`` and ``--quick``.
 
 The real run's budget (SmolLM2-135M, two CPU cores, aiming at ten to fifteen minutes; one run measured 36 minutes
-on a shared machine) was sized by measuring each
-step: see docs/demo.md. Both adapters always get the same settings.
+on a shared machine) was sized by measuring each step: see docs/demo.md. Both adapters always get the same settings.
 """
 
 from __future__ import annotations
