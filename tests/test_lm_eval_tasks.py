@@ -104,17 +104,23 @@ def test_task_sends_the_paper_prompt_with_the_paper_generation_settings(loaded, 
     assert task.doc_to_target(docs[0]) == items[0]["answer"]
 
 
-@pytest.mark.parametrize("task_name", sorted(MC_TASKS))
-def test_mc_task_scores_the_trained_answer_of_each_label_after_the_paper_prompt(loaded, task_name):
+def _choice_requests(loaded, task_name: str, benchmark: str):
+    """(task, doc, item, (context, continuation) per choice) for each item of a log-likelihood task, after the
+    checks the label-word and option-text groups share."""
     task = loaded["tasks"][task_name]
     assert task.OUTPUT_TYPE == "multiple_choice"
     assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]
-    items = read_items(DEMO_DATA, MC_TASKS[task_name])
+    items = read_items(DEMO_DATA, benchmark)
     docs = list(task.test_docs())
     assert [d["instruction"] for d in docs] == [i["instruction"] for i in items]
     for doc, item in zip(docs, items, strict=True):
         requests = task.construct_requests(doc, task.doc_to_text(doc))
-        pairs = [request.arguments for request in requests]  # (context, continuation) per choice
+        yield task, doc, item, [request.arguments for request in requests]
+
+
+@pytest.mark.parametrize("task_name", sorted(MC_TASKS))
+def test_mc_task_scores_the_trained_answer_of_each_label_after_the_paper_prompt(loaded, task_name):
+    for task, doc, item, pairs in _choice_requests(loaded, task_name, MC_TASKS[task_name]):
         assert len(pairs) == len(doc["options"])
         assert {context for context, _ in pairs} == {eval_prompt(item["instruction"])}
         context, gold = pairs[task.doc_to_target(doc)]
@@ -124,15 +130,7 @@ def test_mc_task_scores_the_trained_answer_of_each_label_after_the_paper_prompt(
 
 @pytest.mark.parametrize("task_name", sorted(TEXT_TASKS))
 def test_text_task_scores_each_options_text_after_the_paper_prompt(loaded, task_name):
-    task = loaded["tasks"][task_name]
-    assert task.OUTPUT_TYPE == "multiple_choice"
-    assert [m["metric"] for m in task.config.metric_list] == ["acc", "acc_norm"]
-    items = read_items(DEMO_DATA, TEXT_TASKS[task_name])
-    docs = list(task.test_docs())
-    assert [d["instruction"] for d in docs] == [i["instruction"] for i in items]
-    for doc, item in zip(docs, items, strict=True):
-        requests = task.construct_requests(doc, task.doc_to_text(doc))
-        pairs = [request.arguments for request in requests]  # (context, continuation) per option
+    for task, doc, item, pairs in _choice_requests(loaded, task_name, TEXT_TASKS[task_name]):
         assert {context for context, _ in pairs} == {eval_prompt(item["instruction"])}
         assert [continuation for _, continuation in pairs] == options_from_instruction(item["instruction"])
         # The gold continuation is the text of the option whose label is the item's answer.

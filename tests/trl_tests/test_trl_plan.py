@@ -74,10 +74,15 @@ def test_dry_run_refuses_a_world_size_that_does_not_divide_the_global_batch(tmp_
     assert "Traceback" not in proc.stderr
 
 
+def _recipe_dry_run(model, dataset, output) -> list[str]:
+    """``dora sft --dry_run`` of the llama_7b_dora recipe on ``model`` and ``dataset``, 8 records held out."""
+    args = ["sft", "--config", "llama_7b_dora", "--model_name_or_path", str(model), "--dry_run"]
+    return args + ["--dataset_name", str(dataset), "--output_dir", str(output), "--val_set_size", "8"]
+
+
 def test_dry_run_in_process_checks_the_run_and_loads_no_weights(capsys, tmp_path, boolq64):
     """The model folder holds a config.json only: a plan that tried to load weights or a tokenizer would fail."""
-    args = ["sft", "--config", "llama_7b_dora", "--model_name_or_path", str(LLAMA2_7B_CONFIG), "--dry_run"]
-    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    args = _recipe_dry_run(str(LLAMA2_7B_CONFIG), boolq64, tmp_path / "run")
     assert dora_main([*args, "--max_per_device_train_batch_size", "4"]) == 0
     plan = capsys.readouterr().out
     assert "per-device batch: 4, gradient accumulation: 4" in plan
@@ -133,16 +138,14 @@ def test_activation_estimate_is_within_a_quarter_of_what_autograd_keeps(preset, 
 
 def test_dry_run_with_an_uncached_hub_model_offline_says_so(capsys, tmp_path, boolq64, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    args = ["sft", "--config", "llama_7b_dora", "--model_name_or_path", "nobody/llama-7b-hf", "--dry_run"]
-    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    args = _recipe_dry_run("nobody/llama-7b-hf", boolq64, tmp_path / "run")
     assert dora_main(args) == 2
     assert "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in capsys.readouterr().err
 
 
 def test_dry_run_of_a_short_run_names_its_real_eval_and_save_steps_and_warns_about_warmup(capsys, tmp_path, boolq64):
     """The paper's recipe (warmup 100, eval and save every 80 steps) cut to 15 steps, as a user tries it first."""
-    args = ["sft", "--config", "llama_7b_dora", "--model_name_or_path", str(LLAMA2_7B_CONFIG), "--dry_run"]
-    args += ["--dataset_name", str(boolq64), "--output_dir", str(tmp_path / "run"), "--val_set_size", "8"]
+    args = _recipe_dry_run(str(LLAMA2_7B_CONFIG), boolq64, tmp_path / "run")
     assert dora_main([*args, "--max_steps", "15"]) == 0
     plan = capsys.readouterr().out
     assert "evaluation: at step 15 only, the end of the run; every 80 steps would first fall after it" in plan
