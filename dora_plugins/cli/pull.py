@@ -22,8 +22,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from dora_plugins.pull import get_model, pull
+    from dora_plugins.pull import pull
 
-    get_model(args.name)  # an unknown name fails before anything is downloaded
-    print(pull(args.name, args.cache_dir))
+    print(pull(args.name, args.cache_dir))  # pull looks the name up before it downloads anything
     return 0
