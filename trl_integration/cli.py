@@ -60,6 +60,9 @@ def main(argv: list[str]) -> int:
     trainer.accelerator.print(training_args.batch_plan.describe())
     run(trainer, model_args, dora_args)
     trainer.accelerator.print(f"Adapter saved to {training_args.output_dir}")
+    # Leaving a gloo group to the interpreter's exit can abort a rank ("terminate called without an active
+    # exception") after the adapter is saved, and torchrun then reports the whole run as failed.
+    trainer.accelerator.end_training()
     return 0
 
 
