@@ -196,6 +196,10 @@ def test_dora_sft_load_in_4bit_trains_on_the_cpu_and_saves_a_peft_adapter(base_d
     # After TRL's k-bit preparation, as trained: TRL casts LoRA A and B to bf16 (QLoRA's choice) and exempts the
     # magnitude (bf16 would swallow its small updates). docs/training.md states it.
     assert "lora_A bfloat16, lora_B bfloat16, magnitude float32;" in setup
+    args[args.index("--output_dir") + 1] = str(tmp_path / "plan")
+    assert dora_main([*args, "--dry_run"]) == 0  # the plan states the dtypes the run got
+    plan = capsys.readouterr().out
+    assert "dtypes: base weights 4-bit (bitsandbytes), adapters bfloat16 (TRL's k-bit cast), magnitude float32" in plan
     saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
     magnitudes = [v for k, v in saved.items() if "lora_magnitude_vector" in k]
     assert len(magnitudes) == 2 * len(TARGETS) and all(m.dtype == torch.float32 for m in magnitudes)

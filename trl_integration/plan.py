@@ -51,7 +51,7 @@ def dry_run(script_args, training_args, model_args, dora_args: DoraArguments, da
         + _kept(training_args),
         *_resume_lines(training_args, total),
         _trainable_line(model),
-        f"dtypes: {describe(_amp(training_args.base_dtype()), gpu_half_dtype())}",
+        f"dtypes: {describe(_amp(training_args.base_dtype()), gpu_half_dtype(), _kbit(model_args))}",
     ]
     tokens = batch.per_device * training_args.max_length
     lines += _memory_lines(_estimate(config, model, adapted, training_args, tokens), training_args, batch)
@@ -174,6 +174,10 @@ def _trainable_line(model) -> str:
 
 def _amp(base_dtype: str) -> str | None:
     return None if base_dtype == "float32" else base_dtype
+
+
+def _kbit(model_args) -> str | None:
+    return "4-bit" if model_args.load_in_4bit else "8-bit" if model_args.load_in_8bit else None
 
 
 def _estimate(config, model, adapted: list[Adapted], training_args, tokens: int) -> MemoryEstimate:

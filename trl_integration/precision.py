@@ -41,10 +41,14 @@ def mixed_precision(precision: str, gpu_half: str | None) -> str | None:
     return "float16" if precision == "paper" else gpu_half
 
 
-def describe(amp: str | None, gpu_half: str | None) -> str:
-    """One line: the dtype of base weights, adapters and magnitude, and the autocast."""
+def describe(amp: str | None, gpu_half: str | None, kbit: str | None = None) -> str:
+    """One line: the dtype of base weights, adapters and magnitude, and the autocast.
+
+    ``kbit`` (``"4-bit"``/``"8-bit"``): a bitsandbytes base, whose LoRA A and B TRL casts to bf16.
+    """
+    base, adapters = (f"{kbit} (bitsandbytes)", "bfloat16 (TRL's k-bit cast)") if kbit else (amp, "float32")
     if amp is None:
         where = "no CUDA GPU here" if gpu_half is None else "no mixed precision"
-        return f"base weights float32, adapters float32, magnitude float32, no autocast ({where})"
+        return f"base weights {base or 'float32'}, adapters {adapters}, magnitude float32, no autocast ({where})"
     scaling = ", with loss scaling" if amp == "float16" else ""
-    return f"base weights {amp}, adapters float32, magnitude float32, autocast {amp}{scaling}"
+    return f"base weights {base}, adapters {adapters}, magnitude float32, autocast {amp}{scaling}"

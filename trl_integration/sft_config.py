@@ -113,7 +113,9 @@ class DoraSFTConfig(SFTConfig):
         if self.bf16 is None and self.fp16 is None:
             self.bf16, self.fp16 = amp == "bfloat16", amp == "float16"
             if gpu_half is None:
-                logger.warning("No CUDA GPU: bf16 is off; base weights, adapters and magnitude train in float32.")
+                logger.warning(
+                    "No CUDA GPU: bf16 is off; the run computes in float32 (its setup: line shows each part's dtype)."
+                )
         self.bf16, self.fp16 = bool(self.bf16), bool(self.fp16)
         accelerator = getattr(torch, "accelerator", None)
         if not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available()):
