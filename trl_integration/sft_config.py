@@ -7,6 +7,8 @@
 - ``precision``: ``auto`` or ``paper`` (see :mod:`trl_integration.precision`); bf16 only where the GPU has it,
   so the same code runs on a CPU, where ``use_cpu`` is set and everything stays fp32 (a log line says so).
 
+- ``ddp_find_unused_parameters`` defaults to False: every adapter parameter is used in every forward.
+
 Everything else is ``SFTConfig``'s, unchanged.
 """
 
@@ -85,6 +87,10 @@ class DoraSFTConfig(SFTConfig):
     def __post_init__(self):
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True  # TRL's default, without the deprecation warning of its old name
+        if self.ddp_find_unused_parameters is None:
+            # Every adapter parameter takes part in every forward. Left None, transformers makes DDP search the
+            # autograd graph for unused ones on each step of a PeftModel (and DDP warns that it found none).
+            self.ddp_find_unused_parameters = False
         self._set_mixed_precision()
         requested = (self.per_device_train_batch_size, self.gradient_accumulation_steps)
         # Provisional values for SFTConfig's own checks; the split needs the world size, known only after them.

@@ -76,6 +76,7 @@ def test_one_and_two_processes_make_the_same_steps_schedule_and_losses(one_proce
     log = _sft(2, *RUN, "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(boolq64),
                "--output_dir", str(out))  # fmt: skip
     assert "effective batch: 8 (= 2 per device x 2 accumulation x 2 processes)" in log
+    assert "find_unused_parameters=True" not in log  # DDP's per-step search for unused parameters is off
     one, two = _steps(one_process), _steps(out)
     print("1 process  (step, lr, loss):", [(s, f"{lr:.2e}", round(loss, 4)) for s, lr, loss in one])
     print("2 processes (step, lr, loss):", [(s, f"{lr:.2e}", round(loss, 4)) for s, lr, loss in two])
@@ -93,6 +94,7 @@ def test_resuming_under_another_world_size_keeps_the_global_batch_and_the_steps(
     log = _sft(2, *RUN, "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(boolq64),
                "--output_dir", str(out), "--resume_from_checkpoint", "true")  # fmt: skip
     assert "effective batch: 8 (= 2 per device x 2 accumulation x 2 processes)" in log
+    assert "find_unused_parameters=True" not in log  # DDP's per-step search for unused parameters is off
     state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
     assert (state["global_step"], state["max_steps"], state["train_batch_size"]) == (8, 8, 2)
     resumed, uninterrupted = _steps(out), _steps(one_process)
