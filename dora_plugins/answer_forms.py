@@ -10,7 +10,10 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
 - WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
   that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``);
 - a **restated question** is no answer: options named only in a question (ending with ``?``, quoted after
-  ``the question``, after ``Question:``, or holding the blank ``_``) do not count (see :mod:`.answer_text`).
+  ``the question``, after ``Question:`` or a copied instruction's ``... the given sentence:``, or holding the
+  blank ``_``) do not count (see :mod:`.answer_text`), nor do bare labels there (``Question: is it true that``);
+- a **second option narrated** after the first, cut off by the token limit (the response ends with the first
+  five or more words of another option), makes the answer a contradiction, as two whole options do.
 
 Every pattern is anchored or bounded and none nests quantifiers; the callers pass short responses only where
 they count occurrences, so the time stays linear in the text's length.
@@ -87,12 +90,18 @@ _ANSWER_CUE = re.compile(
     r"(?:(?:is|would[ \t]{1,3}be)[ \t]{0,3}:?|:)"
 )
 _QUOTED_QUESTION = re.compile(r"question[ \t]{0,3}:?[ \t]{0,3}([\"“])")
-_QUESTION_LINE = re.compile(r"question[ \t]{0,3}:[^\n]*")
+# "Question: ..." and the instruction's own lead-ins ("... to the question: ...", "... the given sentence: ..."):
+# what follows on the line is a copy of the question (WinoGrande's and HellaSwag's instructions end "sentence:").
+_QUESTION_LINE = re.compile(r"(?:question|given[ \t]sentence)[ \t]{0,3}:[^\n]*")
+_LINE_OPENING = re.compile(r"[ \t\"'*#]{0,24}(?:\d{1,2}[.)][ \t]{0,3})?")  # before "Question:" opening a line
 
 
-def without_questions(response: str) -> str:
+def without_questions(response: str, copies_only: bool = False) -> str:
     """The response with restated questions blanked out (same length): quoted after ``question``, a
-    ``Question: ...`` line, sentences that end with ``?`` and sentences that hold WinoGrande's blank ``_``."""
+    ``Question: ...`` line, sentences that end with ``?``; unless ``copies_only``, also sentences that hold
+    WinoGrande's blank ``_`` and the rest of a line after ``... the question:`` or ``... the given sentence:``
+    inside it (with ``copies_only``, ``the correct answer to the question: <question> is answer1`` keeps its
+    label)."""
     chars = list(response)
 
     def blank(start: int, end: int) -> None:
@@ -103,11 +112,14 @@ def without_questions(response: str) -> str:
         end = response.find(close, found.end())
         blank(found.end(), end if end >= 0 else len(response))
     for found in _QUESTION_LINE.finditer(response):
-        blank(found.start(), found.end())
+        line_start = response.rfind("\n", 0, found.start()) + 1
+        if not copies_only or _LINE_OPENING.fullmatch(response, line_start, found.start()):
+            blank(found.start(), found.end())
     sentence = 0
     for at, char in enumerate(response):
         if char in ".!?\n" or at == len(response) - 1:
-            if chars[at] == "?" or "_" in response[sentence : at + 1]:  # a question, or WinoGrande's blank
+            blank_held = not copies_only and "_" in response[sentence : at + 1]  # WinoGrande's blank
+            if chars[at] == "?" or blank_held:
                 blank(sentence, at + 1)
             sentence = at + 1
     return "".join(chars)

@@ -84,6 +84,32 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
     return [o for o in found if not any(_inside(o, other) for other in found)]
 
 
+TRAILING_WORDS = 5  # the fewest opening words of an option that, ending a cut-off response, name it
+
+
+def trailing_option(response: str, options: Sequence[object], but: int) -> int | None:
+    """The option other than ``but`` whose opening words (at least TRAILING_WORDS, not the whole text; the last
+    one maybe cut short) end the response, where the token limit cut off an option being narrated; else None.
+
+    Words that ``but``'s own text holds in the same order do not count: a cut-off copy of the stated option
+    (whose words other options may share) names no other option.
+    """
+    if len(response) > TEXT_LIMIT or not 0 <= but < len(options):
+        return None
+    tail = _words(response)
+    stated = options[but]
+    own = " " + " ".join(_words(stated)) + " " if isinstance(stated, str) else ""
+    for i, option in enumerate(options):
+        words = _words(option) if isinstance(option, str) and i != but else []
+        for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):
+            cut = words[k - 1].startswith(tail[-1]) and (k < len(words) or tail[-1] != words[-1])  # not whole
+            if cut and tail[-k:-1] == words[: k - 1]:  # the last word may be cut short
+                if " " + " ".join(tail[-k:]) not in own:
+                    return i
+                break
+    return None
+
+
 def _inside(inner: Occurrence, outer: Occurrence) -> bool:
     return (
         outer.start <= inner.start and inner.end <= outer.end and (outer.end - outer.start) > (inner.end - inner.start)

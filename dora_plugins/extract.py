@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from . import answer_forms, answer_labels, answer_text
 from .answer_forms import ENUMERATION, FILLED_SENTENCE, RESTATED_QUESTION, YES_NO
 from .answer_labels import CONTRADICTION, ECHO, EXPLICIT, LABEL, MAX_MENTIONS, Mention
+from .answer_text import TEXT_LIMIT
 from .prompts import RESPONSE_MARKER
 
 # The paper's patterns, per benchmark (case-sensitive, no word boundaries, first match wins).
@@ -147,6 +148,10 @@ def _from_text(
         return ("", RESTATED_QUESTION, None) if asked else None
     if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
         return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"
+    end = len(response.rstrip())
+    if response[end - 1 : end].isalnum() and masked[end - 1] != " ":  # cut off mid-sentence, not in a question
+        if answer_text.trailing_option(response, options[: len(in_range)], stated[0].option) is not None:
+            return "", CONTRADICTION, None  # "<ending 2's text>. <ending 1's first words, cut off>": two endings
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
@@ -214,6 +219,11 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
     if mentions is None:
         return _Reading("", GARBAGE, None, source, None, echoed)
     decided = answer_labels.decide(response, mentions)
+    bare = not any(m.explicit and m.label and not m.echo and not m.negated for m in mentions)
+    if decided is not None and bare and decided[1] in (LABEL, CONTRADICTION) and len(response) <= TEXT_LIMIT:
+        # bare labels inside a restated question are the question's words: "Question: is it true that"
+        masked = answer_forms.without_questions(response, copies_only=True)
+        decided = answer_labels.decide(response, [m for m in mentions if masked[m.start : m.end].strip()])
     if decided is not None:
         label, rule, mention = decided
         span = (mention.start, mention.end) if mention else None
