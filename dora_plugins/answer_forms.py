@@ -8,7 +8,8 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
 - BoolQ answered in words: a **yes/no** that opens the response or follows ``the answer is`` reads true/false
   (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse;
 - WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
-  that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``);
+  that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``); a
+  sentence said again (the question's first half, copied twice) counts once;
 - a **restated question** is no answer: options named only in a question (ending with ``?``, quoted after
   ``the question``, after ``Question:`` or a copied instruction's ``... the given sentence:``, or holding the
   blank ``_``) do not count (see :mod:`.answer_text`), nor do bare labels there (``Question: is it true that``);
@@ -44,7 +45,7 @@ MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text 
 
 def enumeration(response: str) -> int | None:
     """Where a list of two or more entries starts (1 then 2, a then b, two bullets, two lines that open with
-    ``Answer:``); None if none."""
+    ``Answer:``, unless those two lines say the same); None if none."""
     for pattern in (_NUMBER_MARK, _LETTER_MARK):
         first: dict[str, int] = {}
         for count, mark in enumerate(pattern.finditer(response)):
@@ -56,10 +57,15 @@ def enumeration(response: str) -> int | None:
             if one in first and two in first and first[one] < first[two]:
                 return first[one]
     for pattern in (_BULLET, _CUE_LINE):  # "- <text>" twice; "Answer: <text>" on two lines
-        lines = [m.start() for _, m in zip(range(2), pattern.finditer(response), strict=False)]
-        if len(lines) == 2:
-            return lines[0]
+        lines = [m for _, m in zip(range(2), pattern.finditer(response), strict=False)]
+        if len(lines) == 2 and len({_rest_of_line(response, m.end()) for m in lines}) == 2:
+            return lines[0].start()  # the same words on both lines are one answer said twice, not a list
     return None
+
+
+def _rest_of_line(response: str, start: int) -> str:
+    end = response.find("\n", start)
+    return response[start : end if end >= 0 else len(response)].strip(" \t.")
 
 
 def pick(response: str, start: int) -> int | None:
@@ -146,19 +152,28 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
 
 def filled_option_by_sentence(response: str, found: list, options: int) -> int | None:
     """:func:`filled_option` over the first sentence where it decides (the filled sentence may be followed by a
-    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two).
+    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two), where a sentence
+    said again, or cut off while said again, counts once (a copy of the question's first half names each option
+    once per copy).
 
     ``found`` are option occurrences (``.option``, ``.start``) outside questions."""
     if options != 2:
         return None
     start = 0
+    counted: list = []
+    said: list[str] = []  # the sentences counted, as words
     for end in [m.end() for m in _SENTENCE_END.finditer(response)] + [len(response)]:
         inside = [o for o in found if start <= o.start < end]
         filler = filled_option([sum(o.option == k for o in inside) for k in (0, 1)])
         if filler is not None:
             return filler
+        if inside:  # at most MAX_OCCURRENCES sentences hold options: the comparisons stay few
+            words = " ".join(response[start:end].split()).strip(" .!?")
+            if not any(earlier.startswith(words) for earlier in said):
+                said.append(words)
+                counted += inside
         start = end
-    return filled_option([sum(o.option == k for o in found) for k in (0, 1)])
+    return filled_option([sum(o.option == k for o in counted) for k in (0, 1)])
 
 
 def filled_option(counts: list[int]) -> int | None:

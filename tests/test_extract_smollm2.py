@@ -143,10 +143,40 @@ def test_docs_extraction_examples():
             "ending2",
             "option text",
         ),
+        # the question's first half said twice (and cut off) names each option once per copy: no filler
+        (
+            "1. The boy hid under the desk instead of the table. The boy hid under the desk instead of",
+            "winogrande",
+            ["desk", "table"],
+            "",
+            "contradiction",
+        ),
+        (
+            "The boy hid under the desk instead of the table because the desk was sturdy.",
+            "winogrande",
+            ["desk", "table"],
+            "option1",
+            "filled sentence",
+        ),
+        # the same answer on two "Answer:" lines is one answer said twice; two different ones are a list
+        (
+            "Question: Which moves?\nAnswer: Weasel\n\nQuestion: Which moves?\nAnswer: Weasel\n",
+            "openbookqa",
+            ["weasel", "willow"],
+            "answer1",
+            "option text",
+        ),
+        (
+            "Question: Which moves?\nAnswer: Weasel\nAnswer: Willow\n",
+            "openbookqa",
+            ["weasel", "willow"],
+            "",
+            "enumeration",
+        ),
     ],
 )
 def test_second_round_forms(text, benchmark, options, label, rule):
-    """Forms the second round showed (README): each rule reads them, and a near miss is still read."""
+    """Forms the second and third rounds showed (README): each rule reads them, and a near miss is still read."""
     explained = explain_answer(text, benchmark, options)
     assert (explained.label, explained.rule) == (label, rule)
 
