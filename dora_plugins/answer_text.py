@@ -14,6 +14,9 @@ punctuation ignored) and none of these says otherwise:
 - the option is a single word (``big``, ``no``, ``cell``) and does not end a sentence, open the response,
   or precede ``is the answer``: one word inside a longer sentence is too often an accident (``no answer``).
 
+An option cut off by the token limit counts too, when the response ends with its opening words (five or more)
+right after an answer cue (``Answer:``, ``... is``) or alone, and those words open no other option.
+
 Only short responses are read this way (``TEXT_LIMIT``), so the cost stays linear in the text's length.
 """
 
@@ -100,14 +103,49 @@ def trailing_option(response: str, options: Sequence[object], but: int) -> int |
     stated = options[but]
     own = " " + " ".join(_words(stated)) + " " if isinstance(stated, str) else ""
     for i, option in enumerate(options):
-        words = _words(option) if isinstance(option, str) and i != but else []
-        for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):
-            cut = words[k - 1].startswith(tail[-1]) and (k < len(words) or tail[-1] != words[-1])  # not whole
-            if cut and tail[-k:-1] == words[: k - 1]:  # the last word may be cut short
-                if " " + " ".join(tail[-k:]) not in own:
-                    return i
-                break
+        k = _opening_at_end(tail, _words(option) if isinstance(option, str) and i != but else [])
+        if k and " " + " ".join(tail[-k:]) not in own:
+            return i
     return None
+
+
+_CUT_CUE = re.compile(
+    r"(?:(?:answer|solution|option|ending|choice)s?\s{0,3}(?:is\b|:)|\bis\b)\s{0,3}:?\s{0,3}[\"'*(]{0,2}\s{0,2}$"
+)
+_OPENING = re.compile(r"[\s\"'*(]*")
+
+
+def cut_off_option(response: str, options: Sequence[object]) -> tuple[int, int] | None:
+    """(option, start) when the response ends with an answer cut off by the token limit: after an answer cue
+    (``Answer:``, ``... is``) or alone, the opening words of one option's text (at least TRAILING_WORDS, not the
+    whole text, the last one maybe cut short) that open no other option; None otherwise."""
+    if len(response) > TEXT_LIMIT:
+        return None
+    spans = [m.span() for m in _WORD.finditer(response)]
+    tail = [response[a:b] for a, b in spans]
+    read = []
+    for i, option in enumerate(options):
+        words = _words(option) if isinstance(option, str) else []
+        k = _opening_at_end(tail, words)
+        if k:
+            read.append((i, k))
+    if len(read) != 1:
+        return None  # none, or words that open two options ("Take a pair of scissors and ...")
+    option, k = read[0]
+    start = spans[-k][0]
+    before = response[max(0, start - 80) : start]
+    if _CUT_CUE.search(before) or _OPENING.fullmatch(response, 0, start):
+        return option, start
+    return None
+
+
+def _opening_at_end(tail: list[str], words: list[str]) -> int:
+    """How many opening words of ``words`` (at least TRAILING_WORDS, not all of them whole) end ``tail``."""
+    for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):
+        cut = words[k - 1].startswith(tail[-1]) and (k < len(words) or tail[-1] != words[-1])
+        if cut and tail[-k:-1] == words[: k - 1]:
+            return k
+    return 0
 
 
 def _inside(inner: Occurrence, outer: Occurrence) -> bool:

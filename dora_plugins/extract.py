@@ -145,6 +145,9 @@ def _from_text(
     starts = frozenset(m.start for m in mentions)
     stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]
     if not stated:
+        cut = answer_text.cut_off_option(response, options[: len(in_range)])
+        if cut is not None and masked[cut[1]] != " ":  # "Answer: Chop up the strawberries, pour the" (the limit)
+            return in_range[cut[0]], OPTION_TEXT, (cut[1], len(response))
         return ("", RESTATED_QUESTION, None) if asked else None
     if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
         return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"

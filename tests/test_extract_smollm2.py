@@ -173,10 +173,38 @@ def test_docs_extraction_examples():
             "",
             "enumeration",
         ),
+        # the fourth round: "Answer: 1. <text> Answer2:" is the prompt's option list, its "1." no stated answer
+        ("Question: Which unit?\n\nAnswer: 1. meter Answer2:", "ARC-Easy", ["meter", "kilometer"], "", "echo"),
+        # an answer cut off by the token limit after "Answer:", in words that open one option only
+        (
+            "Question: Remove seeds\n Answer: Chop up the strawberries, pour the mixture through a fine",
+            "piqa",
+            [
+                "Blend the strawberries, pour the mixture through a fine strainer",
+                "Chop up the strawberries, pour the mixture through a fine strainer",
+            ],
+            "solution2",
+            "option text",
+        ),
+        # ... not when the words open both options, nor after a list mark
+        (
+            "Answer: Pour the mixture through a fine",
+            "piqa",
+            ["Pour the mixture through a fine sieve", "Pour the mixture through a fine cloth"],
+            "",
+            "no answer",
+        ),
+        (
+            "1. Chop up the strawberries, pour the mixture",
+            "piqa",
+            ["Blend the strawberries, pour the mixture well", "Chop up the strawberries, pour the mixture well"],
+            "",
+            "no answer",
+        ),
     ],
 )
 def test_second_round_forms(text, benchmark, options, label, rule):
-    """Forms the second and third rounds showed (README): each rule reads them, and a near miss is still read."""
+    """Forms the later rounds showed (README): each rule reads them, and a near miss is read as before."""
     explained = explain_answer(text, benchmark, options)
     assert (explained.label, explained.rule) == (label, rule)
 
