@@ -9,7 +9,8 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
   (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse;
 - WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
   that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``); a
-  sentence said again (the question's first half, copied twice) counts once;
+  sentence said again (the question's first half, copied twice) counts once, and so does nothing after the
+  point where the response starts looping (six words said a second time);
 - a **restated question** is no answer: options named only in a question (ending with ``?``, quoted after
   ``the question``, after ``Question:`` or a copied instruction's ``... the given sentence:``, or holding the
   blank ``_``) do not count (see :mod:`.answer_text`), nor do bare labels there (``Question: is it true that``);
@@ -41,6 +42,7 @@ _PICK = re.compile(
 )
 _LINE_MARK = re.compile(r"[ \t\"'*:]{0,24}(?:\d{1,2}|[a-h])[.)][ \t]{0,3}")  # lines are indented
 _SENTENCE_END = re.compile(r"[.!?\n]")
+_WORD = re.compile(r"[^\W_]+")
 MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text is a flood, not an answer
 
 
@@ -151,6 +153,23 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
     if len(said) > 1:
         return "", None
     return next(iter(said.items()), None)
+
+
+LOOP_WORDS = 6  # a run of this many words said a second time: the model loops from there
+
+
+def loop_start(response: str) -> int:
+    """Where the response starts saying again a run of LOOP_WORDS words it said before (a loop the token limit
+    cut), or its length if it never does."""
+    spans = [m.span() for m in _WORD.finditer(response)]
+    words = [response[a:b] for a, b in spans]
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - LOOP_WORDS + 1):
+        run = tuple(words[i : i + LOOP_WORDS])
+        if run in seen:
+            return spans[i][0]
+        seen.add(run)
+    return len(response)
 
 
 def filled_option_by_sentence(response: str, found: list, options: int) -> int | None:

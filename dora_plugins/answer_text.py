@@ -139,6 +139,49 @@ def cut_off_option(response: str, options: Sequence[object]) -> tuple[int, int] 
     return None
 
 
+def restarts_with_other(response: str, stated: Occurrence, options: Sequence[object]) -> bool:
+    """True when, after the stated option, the response says again the words that led to it (three to six) and
+    goes on with the opening of another option: ``X is best described as a trend. X is best described as a
+    series of`` (a list of completions the token limit cut)."""
+    if len(response) > TEXT_LIMIT:
+        return False
+    spans = [m.span() for m in _WORD.finditer(response)]
+    words = [response[a:b] for a, b in spans]
+    starts = [a for a, _ in spans]
+    first = bisect_right(starts, stated.start) - 1  # the option's first word
+    after = bisect_right(starts, stated.end - 1)  # the first word after the option
+    if first < 0:
+        return False
+    clause = _CLAUSE_START.search(response[::-1], len(response) - stated.start)
+    clause_start = len(response) - clause.start() if clause else 0
+    stem = [
+        w
+        for (a, _), w in zip(spans[max(0, first - 6) : first], words[max(0, first - 6) : first], strict=True)
+        if a >= clause_start
+    ]
+    if len(stem) < 3:
+        return False
+    rest = words[after:]
+    for at in range(len(rest) - len(stem), -1, -1):
+        if rest[at : at + len(stem)] == stem:
+            tail = rest[at + len(stem) :]
+            return (
+                bool(tail)
+                and any(
+                    isinstance(option, str) and i != stated.option and _opens(tail, _words(option))
+                    for i, option in enumerate(options)
+                )
+                and not _opens(tail, _words(str(options[stated.option])))
+            )
+    return False
+
+
+def _opens(tail: list[str], words: list[str]) -> bool:
+    """True when ``tail`` is the opening of ``words`` (its last word maybe cut short)."""
+    k = len(tail)
+    return 0 < k <= len(words) and tail[:-1] == words[: k - 1] and words[k - 1].startswith(tail[-1])
+
+
 def _opening_at_end(tail: list[str], words: list[str]) -> int:
     """How many opening words of ``words`` (at least TRAILING_WORDS, not all of them whole) end ``tail``."""
     for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):

@@ -138,7 +138,8 @@ def _from_text(
     found = [o for o in found if o not in asked]
     if benchmark == "winogrande":
         # every mention counts, negated ones too: the sentence itself may say "the bark but not the stone"
-        filler = answer_forms.filled_option_by_sentence(response, found, len(options))
+        loop = answer_forms.loop_start(response)  # "... because the sound of the foot was ... because the sound"
+        filler = answer_forms.filled_option_by_sentence(response, [o for o in found if o.start < loop], len(options))
         if filler is not None:
             last = [o for o in found if o.option == filler][-1]
             return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
@@ -155,6 +156,8 @@ def _from_text(
     if response[end - 1 : end].isalnum() and masked[end - 1] != " ":  # cut off mid-sentence, not in a question
         if answer_text.trailing_option(response, options[: len(in_range)], stated[0].option) is not None:
             return "", CONTRADICTION, None  # "<ending 2's text>. <ending 1's first words, cut off>": two endings
+        if answer_text.restarts_with_other(response, stated[0], options[: len(in_range)]):
+            return "", CONTRADICTION, None  # "X is a <option 1>. X is a <option 2's first words, cut off>"
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
@@ -227,6 +230,10 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
         # bare labels inside a restated question are the question's words: "Question: is it true that"
         masked = answer_forms.without_questions(response, copies_only=True)
         decided = answer_labels.decide(response, [m for m in mentions if masked[m.start : m.end].strip()])
+    if decided is not None and decided[1] == LABEL and labels == ("true", "false") and len(response) <= TEXT_LIMIT:
+        said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
+        if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:
+            decided = ("", CONTRADICTION, None)
     if decided is not None:
         label, rule, mention = decided
         span = (mention.start, mention.end) if mention else None

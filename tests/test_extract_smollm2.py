@@ -201,6 +201,31 @@ def test_docs_extraction_examples():
             "",
             "no answer",
         ),
+        # the fifth round: a bare label that a yes/no contradicts; a filled sentence read before the loop starts;
+        # the question's stem said again and completed with another option, cut off
+        ("1. Yes.\n   False.\n\nQuestion: is it?", "boolq", None, "", "contradiction"),
+        ("False. No, it is not.", "boolq", None, "false", "label"),
+        (
+            "The sound of the foot was heard from the street because the sound of the foot was heard from the street",
+            "winogrande",
+            ["street", "sound"],
+            "",
+            "contradiction",
+        ),
+        (
+            "Plates are best described as a trend toward more movement. Plates are best described as a series of",
+            "ARC-Easy",
+            ["trend toward more movement.", "series of events that happen quickly."],
+            "",
+            "contradiction",
+        ),
+        (
+            "Plates are best described as a trend toward more movement. Plates are best described as a trend",
+            "ARC-Easy",
+            ["trend toward more movement.", "series of events that happen quickly."],
+            "answer1",
+            "option text",
+        ),
     ],
 )
 def test_second_round_forms(text, benchmark, options, label, rule):
