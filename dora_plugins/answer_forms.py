@@ -6,7 +6,8 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
   bullets, ``1. Yes 2. No 3. Yes``), is no answer, unless a statement after the list picks one entry
   (``... The answer is: 1. Yes``): then that statement alone is read;
 - BoolQ answered in words: a **yes/no** that opens the response or follows ``the answer is`` reads true/false
-  (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse;
+  (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse; a yes
+  to the request (``Yes, I can answer this question``) is no verdict;
 - WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
   that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``); a
   sentence said again (the question's first half, copied twice) counts once, and so does nothing after the
@@ -95,6 +96,12 @@ def pick(response: str, start: int) -> int | None:
 # yes/no then punctuation or the end: "Yes, it is", "No." (not "no answer", "no one", "yes or no")
 _YES_NO = r"(yes|no)(?=[ \t]{0,2}(?:[,.!;:\"')\n]|$))"
 _YES_NO_OPENING = re.compile(r"(?:^|(?<=[.!?\n]))[\s\"'*(:]{0,400}" + _YES_NO)  # opening the response or a sentence
+# "Yes, I can answer ...", "Yes, I will help": a yes to the request to answer, not to the question
+_TO_THE_REQUEST = re.compile(
+    r"[ \t]{0,2}[,.!]?[ \t]{0,3}i(?:'ll|[ \t]{1,3}(?:can|will|would|am|could))[ \t]{1,3}"
+    r"(?:(?:be[ \t]{1,3}(?:happy|glad|ready)[ \t]{1,3}to|try[ \t]{1,3}to|going[ \t]{1,3}to)[ \t]{1,3})?"
+    r"(?:answer|help|assist|ready|here)"
+)
 _YES_NO_AFTER_CUE = re.compile(r"[\s\"'*(:]{0,6}" + _YES_NO)
 _ANSWER_CUE = re.compile(
     r"answer(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this|your)[ \t]{1,3}question[ \t\"“”]{0,400})?[ \t]{0,3}"
@@ -143,7 +150,8 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
     for count, opening in enumerate(_YES_NO_OPENING.finditer(text)):
         if count > MAX_MARKS:
             break
-        said.setdefault(opening.group(1), opening.span(1))
+        if not _TO_THE_REQUEST.match(text, opening.end(1)):  # "Yes, I can answer this question": not a verdict
+            said.setdefault(opening.group(1), opening.span(1))
     for count, cue in enumerate(_ANSWER_CUE.finditer(text)):
         if count > MAX_MARKS:
             break

@@ -3,7 +3,7 @@
 Models often answer with an option's text instead of its label, usually completing the question
 (``The layer of the atmosphere we live in is the troposphere.``) and often followed by a cut-off echo
 of the prompt's format line. An option counts as stated where its whole text occurs (words, any case,
-punctuation ignored) and none of these says otherwise:
+punctuation and articles ignored) and none of these says otherwise:
 
 - it lies inside a longer option's text that also occurs there (``grass`` inside ``cut grass``);
 - it lies in a question (a sentence that ends with ``?`` or opens with how/what/which/...), as when a
@@ -64,7 +64,11 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
     """
     if len(response) > TEXT_LIMIT:
         return None
-    spans = [m.span() for m in _WORD.finditer(response)]
+    # articles the response adds are skipped ("a caterpillar and a butterfly" states "caterpillar and butterfly");
+    # an option that opens with an article ("the amount of food") needs one there ("the same amount" is not it)
+    every = [m.span() for m in _WORD.finditer(response)]
+    kept = [k for k, (s, e) in enumerate(every) if response[s:e] not in _ARTICLES]
+    spans = [every[k] for k in kept]
     joined = " " + " ".join(response[s:e] for s, e in spans) + " "
     starts = []  # offset of each word in ``joined``
     offset = 1
@@ -73,14 +77,20 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
         offset += e - s + 1
     found = []
     for i, option in enumerate(options):
-        words = _words(option) if isinstance(option, str) else []
+        written = _words(option) if isinstance(option, str) else []
+        words = [w for w in written if w not in _ARTICLES]
         if not words:
             continue
         needle = " " + " ".join(words) + " "
         at = joined.find(needle)
         while at >= 0:
             first = bisect_right(starts, at + 1) - 1
-            found.append(Occurrence(i, spans[first][0], spans[first + len(words) - 1][1]))
+            start = spans[first][0]
+            if written[0] in _ARTICLES:  # the option's own opening article, as written before its words
+                before = kept[first] - 1
+                start = every[before][0] if before >= 0 and response[slice(*every[before])] in _ARTICLES else -1
+            if start >= 0:
+                found.append(Occurrence(i, start, spans[first + len(words) - 1][1]))
             if len(found) > MAX_OCCURRENCES:
                 return None
             at = joined.find(needle, at + 1)

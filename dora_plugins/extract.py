@@ -69,6 +69,7 @@ RULES = (
 
 _FORMAT_LINE = re.compile(r"answer\s?format\s?:[^\n]*")  # on the lower-cased response
 _QUOTES_TEXT = re.compile(r"\s{0,3}[:.)/-]?\s{0,3}[\"'(]?\s{0,2}")
+_ARTICLE_BEFORE = re.compile(r"(?:^|[^a-z])(?:a|an|the)[ \t]$")
 _QUOTE_MARK = re.compile(r"\s{0,3}[:(\"'-]")  # "answer2: <text>": a label that quotes its option's text
 
 
@@ -229,7 +230,10 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
     if decided is not None and bare and decided[1] in (LABEL, CONTRADICTION) and len(response) <= TEXT_LIMIT:
         # bare labels inside a restated question are the question's words: "Question: is it true that"
         masked = answer_forms.without_questions(response, copies_only=True)
-        decided = answer_labels.decide(response, [m for m in mentions if masked[m.start : m.end].strip()])
+        kept = [m for m in mentions if masked[m.start : m.end].strip()]
+        if labels == ("true", "false"):  # "a true story", "the false alarm": an adjective, no verdict
+            kept = [m for m in kept if not _ARTICLE_BEFORE.search(response, max(0, m.start - 5), m.start)]
+        decided = answer_labels.decide(response, kept)
     if decided is not None and decided[1] == LABEL and labels == ("true", "false") and len(response) <= TEXT_LIMIT:
         said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
         if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:

@@ -226,6 +226,31 @@ def test_docs_extraction_examples():
             "answer1",
             "option text",
         ),
+        # the sixth round: a yes to the request is no verdict; "a true story" is an adjective; articles the
+        # response adds do not hide an option, but an option's own opening article must be there
+        ("Yes, I can answer this question with true/false.", "boolq", None, "", "echo"),
+        ("Yes, I can be a dual citizen in japan.", "boolq", None, "true", "yes/no"),
+        (
+            "1. It is based on a true story.\n2. It is not based on a true story.\n3. It",
+            "boolq",
+            None,
+            "",
+            "enumeration",
+        ),
+        (
+            "The answer is a caterpillar and a butterfly.",
+            "openbookqa",
+            ["rabbit and hare", "caterpillar and butterfly"],
+            "answer2",
+            "option text",
+        ),
+        (
+            "Give them the same amount of food each day.",
+            "ARC-Easy",
+            ["the separate tanks", "the amount of food"],
+            "",
+            "no answer",
+        ),
     ],
 )
 def test_second_round_forms(text, benchmark, options, label, rule):
