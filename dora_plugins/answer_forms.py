@@ -36,6 +36,7 @@ _NUMBER_MARK = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=\s|$)")
 _LETTER_MARK = re.compile(r"(?:^|(?<=\s))([a-h])\)(?=\s)|^[ \t\"'*]{0,4}([a-h])\.(?=\s)", re.M)
 _BULLET = re.compile(r"^[ \t]{0,20}[-*•][ \t]{1,4}\S", re.M)
 _SECOND_LABELLED = re.compile(r"(?:answer|solution|option|ending|choice)[ \t]?2[ \t]{0,2}:")  # the prompt's "Answer2:"
+_SECOND_CUT = re.compile(r"\n[ \t]{0,24}2[.)]?[ \t]*$")  # the second entry's number, the token limit cutting it
 _CUE_LINE = re.compile(r"^[ \t]{0,20}(?:answer|solution|option|ending|choice)[ \t]{0,2}:", re.M)
 _PICK = re.compile(
     r"(?:answer|solution|option|ending|choice)s?(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this)[ \t]{1,3}question)?"
@@ -48,8 +49,9 @@ MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text 
 
 
 def enumeration(response: str) -> int | None:
-    """Where a list of two or more entries starts (1 then 2, also ``1.`` then the prompt's ``Answer2:``; a then b;
-    two bullets; two lines that open with ``Answer:``, unless those two lines say the same); None if none."""
+    """Where a list of two or more entries starts (1 then 2, also ``1.`` then the prompt's ``Answer2:`` or a ``2`` that
+    ends the response on its own line; a then b; two bullets; two lines that open with ``Answer:``, unless those two
+    lines say the same); None if none."""
     for pattern in (_NUMBER_MARK, _LETTER_MARK):
         first: dict[str, int] = {}
         for count, mark in enumerate(pattern.finditer(response)):
@@ -61,6 +63,8 @@ def enumeration(response: str) -> int | None:
             if one in first and two in first and first[one] < first[two]:
                 return first[one]
         if "1" in first and _SECOND_LABELLED.search(response, first["1"]):  # "Answer: 1. <text> Answer2: <text>"
+            return first["1"]
+        if "1" in first and "2" not in first and _SECOND_CUT.search(response, first["1"]):  # "1. <text>\n  2" (cut)
             return first["1"]
     for pattern in (_BULLET, _CUE_LINE):  # "- <text>" twice; "Answer: <text>" on two lines
         lines = [m for _, m in zip(range(2), pattern.finditer(response), strict=False)]

@@ -251,6 +251,14 @@ def test_docs_extraction_examples():
             "",
             "no answer",
         ),
+        # the seventh round: a list whose second number the token limit left alone on its line
+        (
+            "Question: Which?\n\n   Answer: 1. cracking a rock\n   2",
+            "ARC-Easy",
+            ["cracking a rock", "a dune"],
+            "",
+            "enumeration",
+        ),
     ],
 )
 def test_second_round_forms(text, benchmark, options, label, rule):
