@@ -151,7 +151,7 @@ def cut_off_option(response: str, options: Sequence[object]) -> tuple[int, int] 
 
 def restarts_with_other(response: str, stated: Occurrence, options: Sequence[object]) -> bool:
     """True when, after the stated option, the response says again the words that led to it (three to six) and
-    goes on with the opening of another option: ``X is best described as a trend. X is best described as a
+    goes on otherwise than with the stated option: ``X is best described as a trend. X is best described as a
     series of`` (a list of completions the token limit cut)."""
     if len(response) > TEXT_LIMIT:
         return False
@@ -172,17 +172,12 @@ def restarts_with_other(response: str, stated: Occurrence, options: Sequence[obj
     if len(stem) < 3:
         return False
     rest = words[after:]
-    for at in range(len(rest) - len(stem), -1, -1):
+    own = [w for w in _words(str(options[stated.option])) if w not in _ARTICLES]
+    for at in range(len(rest) - len(stem) + 1):
         if rest[at : at + len(stem)] == stem:
-            tail = rest[at + len(stem) :]
-            return (
-                bool(tail)
-                and any(
-                    isinstance(option, str) and i != stated.option and _opens(tail, _words(option))
-                    for i, option in enumerate(options)
-                )
-                and not _opens(tail, _words(str(options[stated.option])))
-            )
+            tail = [w for w in rest[at + len(stem) : at + len(stem) + 4] if w not in _ARTICLES][: min(3, len(own))]
+            if tail and not _opens(tail, own):
+                return True  # the stem completed otherwise: a list of completions
     return False
 
 

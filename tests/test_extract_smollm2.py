@@ -259,6 +259,21 @@ def test_docs_extraction_examples():
             "",
             "enumeration",
         ),
+        # the eighth round: the stem said again and completed otherwise, cut off; the same answer said again reads
+        (
+            "TV improved safety by using larger screens. TV improved safety by avoiding ads. TV",
+            "ARC-Easy",
+            ["using larger screens", "warning people"],
+            "",
+            "contradiction",
+        ),
+        (
+            "1. The answer is 188. The answer is 188. The answer is 18",
+            "ARC-Easy",
+            ["23", "47", "94", "188"],
+            "answer4",
+            "option text",
+        ),
     ],
 )
 def test_later_round_forms(text, benchmark, options, label, rule):
