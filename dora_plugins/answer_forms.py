@@ -6,11 +6,17 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
   bullets, ``1. Yes 2. No 3. Yes``), is no answer, unless a statement after the list picks one entry
   (``... The answer is: 1. Yes``): then that statement alone is read;
 - BoolQ answered in words: a **yes/no** that opens the response or follows ``the answer is`` reads true/false
-  (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse;
+  (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse; a yes
+  to the request (``Yes, I can answer this question``) is no verdict;
 - WinoGrande answered with the **filled sentence**: each option is named once in the sentence, so the option
-  that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``);
+  that fills the blank is named once more than the other (``Sarah was better than Maria so Sarah won``); a
+  sentence said again (the question's first half, copied twice) counts once, and so does nothing after the
+  point where the response starts looping (six words said a second time);
 - a **restated question** is no answer: options named only in a question (ending with ``?``, quoted after
-  ``the question``, after ``Question:``, or holding the blank ``_``) do not count (see :mod:`.answer_text`).
+  ``the question``, after ``Question:`` or a copied instruction's ``... the given sentence:``, or holding the
+  blank ``_``) do not count (see :mod:`.answer_text`), nor do bare labels there (``Question: is it true that``);
+- a **second option narrated** after the first, cut off by the token limit (the response ends with the first
+  five or more words of another option), makes the answer a contradiction, as two whole options do.
 
 Every pattern is anchored or bounded and none nests quantifiers; the callers pass short responses only where
 they count occurrences, so the time stays linear in the text's length.
@@ -29,6 +35,8 @@ RESTATED_QUESTION = "restated question"
 _NUMBER_MARK = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=\s|$)")
 _LETTER_MARK = re.compile(r"(?:^|(?<=\s))([a-h])\)(?=\s)|^[ \t\"'*]{0,4}([a-h])\.(?=\s)", re.M)
 _BULLET = re.compile(r"^[ \t]{0,20}[-*•][ \t]{1,4}\S", re.M)
+_SECOND_LABELLED = re.compile(r"(?:answer|solution|option|ending|choice)[ \t]?2[ \t]{0,2}:")  # the prompt's "Answer2:"
+_SECOND_CUT = re.compile(r"\n[ \t]{0,24}2[.)]?[ \t]*$")  # the second entry's number, the token limit cutting it
 _CUE_LINE = re.compile(r"^[ \t]{0,20}(?:answer|solution|option|ending|choice)[ \t]{0,2}:", re.M)
 _PICK = re.compile(
     r"(?:answer|solution|option|ending|choice)s?(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this)[ \t]{1,3}question)?"
@@ -36,12 +44,14 @@ _PICK = re.compile(
 )
 _LINE_MARK = re.compile(r"[ \t\"'*:]{0,24}(?:\d{1,2}|[a-h])[.)][ \t]{0,3}")  # lines are indented
 _SENTENCE_END = re.compile(r"[.!?\n]")
+_WORD = re.compile(r"[^\W_]+")
 MAX_MARKS = 64  # a 32-token answer holds a few list marks; past this, the text is a flood, not an answer
 
 
 def enumeration(response: str) -> int | None:
-    """Where a list of two or more entries starts (1 then 2, a then b, two bullets, two lines that open with
-    ``Answer:``); None if none."""
+    """Where a list of two or more entries starts (1 then 2, also ``1.`` then the prompt's ``Answer2:`` or a ``2`` that
+    ends the response on its own line; a then b; two bullets; two lines that open with ``Answer:``, unless those two
+    lines say the same); None if none."""
     for pattern in (_NUMBER_MARK, _LETTER_MARK):
         first: dict[str, int] = {}
         for count, mark in enumerate(pattern.finditer(response)):
@@ -52,11 +62,20 @@ def enumeration(response: str) -> int | None:
         for one, two in (("1", "2"), ("a", "b")):
             if one in first and two in first and first[one] < first[two]:
                 return first[one]
+        if "1" in first and _SECOND_LABELLED.search(response, first["1"]):  # "Answer: 1. <text> Answer2: <text>"
+            return first["1"]
+        if "1" in first and "2" not in first and _SECOND_CUT.search(response, first["1"]):  # "1. <text>\n  2" (cut)
+            return first["1"]
     for pattern in (_BULLET, _CUE_LINE):  # "- <text>" twice; "Answer: <text>" on two lines
-        lines = [m.start() for _, m in zip(range(2), pattern.finditer(response), strict=False)]
-        if len(lines) == 2:
-            return lines[0]
+        lines = [m for _, m in zip(range(2), pattern.finditer(response), strict=False)]
+        if len(lines) == 2 and len({_rest_of_line(response, m.end()) for m in lines}) == 2:
+            return lines[0].start()  # the same words on both lines are one answer said twice, not a list
     return None
+
+
+def _rest_of_line(response: str, start: int) -> str:
+    end = response.find("\n", start)
+    return response[start : end if end >= 0 else len(response)].strip(" \t.")
 
 
 def pick(response: str, start: int) -> int | None:
@@ -81,18 +100,30 @@ def pick(response: str, start: int) -> int | None:
 # yes/no then punctuation or the end: "Yes, it is", "No." (not "no answer", "no one", "yes or no")
 _YES_NO = r"(yes|no)(?=[ \t]{0,2}(?:[,.!;:\"')\n]|$))"
 _YES_NO_OPENING = re.compile(r"(?:^|(?<=[.!?\n]))[\s\"'*(:]{0,400}" + _YES_NO)  # opening the response or a sentence
+# "Yes, I can answer ...", "Yes, I will help": a yes to the request to answer, not to the question
+_TO_THE_REQUEST = re.compile(
+    r"[ \t]{0,2}[,.!]?[ \t]{0,3}i(?:'ll|[ \t]{1,3}(?:can|will|would|am|could))[ \t]{1,3}"
+    r"(?:(?:be[ \t]{1,3}(?:happy|glad|ready)[ \t]{1,3}to|try[ \t]{1,3}to|going[ \t]{1,3}to)[ \t]{1,3})?"
+    r"(?:answer|help|assist|ready|here)"
+)
 _YES_NO_AFTER_CUE = re.compile(r"[\s\"'*(:]{0,6}" + _YES_NO)
 _ANSWER_CUE = re.compile(
     r"answer(?:[ \t]{1,3}to[ \t]{1,3}(?:the|this|your)[ \t]{1,3}question[ \t\"“”]{0,400})?[ \t]{0,3}"
     r"(?:(?:is|would[ \t]{1,3}be)[ \t]{0,3}:?|:)"
 )
 _QUOTED_QUESTION = re.compile(r"question[ \t]{0,3}:?[ \t]{0,3}([\"“])")
-_QUESTION_LINE = re.compile(r"question[ \t]{0,3}:[^\n]*")
+# "Question: ..." and the instruction's own lead-ins ("... to the question: ...", "... the given sentence: ..."):
+# what follows on the line is a copy of the question (WinoGrande's and HellaSwag's instructions end "sentence:").
+_QUESTION_LINE = re.compile(r"(?:question|given[ \t]sentence)[ \t]{0,3}:[^\n]*")
+_LINE_OPENING = re.compile(r"[ \t\"'*#]{0,24}(?:\d{1,2}[.)][ \t]{0,3})?")  # before "Question:" opening a line
 
 
-def without_questions(response: str) -> str:
+def without_questions(response: str, copies_only: bool = False) -> str:
     """The response with restated questions blanked out (same length): quoted after ``question``, a
-    ``Question: ...`` line, sentences that end with ``?`` and sentences that hold WinoGrande's blank ``_``."""
+    ``Question: ...`` line, sentences that end with ``?``; unless ``copies_only``, also sentences that hold
+    WinoGrande's blank ``_`` and the rest of a line after ``... the question:`` or ``... the given sentence:``
+    inside it (with ``copies_only``, ``the correct answer to the question: <question> is answer1`` keeps its
+    label)."""
     chars = list(response)
 
     def blank(start: int, end: int) -> None:
@@ -103,11 +134,14 @@ def without_questions(response: str) -> str:
         end = response.find(close, found.end())
         blank(found.end(), end if end >= 0 else len(response))
     for found in _QUESTION_LINE.finditer(response):
-        blank(found.start(), found.end())
+        line_start = response.rfind("\n", 0, found.start()) + 1
+        if not copies_only or _LINE_OPENING.fullmatch(response, line_start, found.start()):
+            blank(found.start(), found.end())
     sentence = 0
     for at, char in enumerate(response):
         if char in ".!?\n" or at == len(response) - 1:
-            if chars[at] == "?" or "_" in response[sentence : at + 1]:  # a question, or WinoGrande's blank
+            blank_held = not copies_only and "_" in response[sentence : at + 1]  # WinoGrande's blank
+            if chars[at] == "?" or blank_held:
                 blank(sentence, at + 1)
             sentence = at + 1
     return "".join(chars)
@@ -120,7 +154,8 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
     for count, opening in enumerate(_YES_NO_OPENING.finditer(text)):
         if count > MAX_MARKS:
             break
-        said.setdefault(opening.group(1), opening.span(1))
+        if not _TO_THE_REQUEST.match(text, opening.end(1)):  # "Yes, I can answer this question": not a verdict
+            said.setdefault(opening.group(1), opening.span(1))
     for count, cue in enumerate(_ANSWER_CUE.finditer(text)):
         if count > MAX_MARKS:
             break
@@ -132,21 +167,47 @@ def yes_no(response: str) -> tuple[str, tuple[int, int] | None] | None:
     return next(iter(said.items()), None)
 
 
+LOOP_WORDS = 6  # a run of this many words said a second time: the model loops from there
+
+
+def loop_start(response: str) -> int:
+    """Where the response starts saying again a run of LOOP_WORDS words it said before (a loop the token limit
+    cut), or its length if it never does."""
+    spans = [m.span() for m in _WORD.finditer(response)]
+    words = [response[a:b] for a, b in spans]
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - LOOP_WORDS + 1):
+        run = tuple(words[i : i + LOOP_WORDS])
+        if run in seen:
+            return spans[i][0]
+        seen.add(run)
+    return len(response)
+
+
 def filled_option_by_sentence(response: str, found: list, options: int) -> int | None:
     """:func:`filled_option` over the first sentence where it decides (the filled sentence may be followed by a
-    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two).
+    cut-off copy of itself), else over the whole response (WinoGrande's sentence may be two), where a sentence
+    said again, or cut off while said again, counts once (a copy of the question's first half names each option
+    once per copy).
 
     ``found`` are option occurrences (``.option``, ``.start``) outside questions."""
     if options != 2:
         return None
     start = 0
+    counted: list = []
+    said: list[str] = []  # the sentences counted, as words
     for end in [m.end() for m in _SENTENCE_END.finditer(response)] + [len(response)]:
         inside = [o for o in found if start <= o.start < end]
         filler = filled_option([sum(o.option == k for o in inside) for k in (0, 1)])
         if filler is not None:
             return filler
+        if inside:  # at most MAX_OCCURRENCES sentences hold options: the comparisons stay few
+            words = " ".join(response[start:end].split()).strip(" .!?")
+            if not any(earlier.startswith(words) for earlier in said):
+                said.append(words)
+                counted += inside
         start = end
-    return filled_option([sum(o.option == k for o in found) for k in (0, 1)])
+    return filled_option([sum(o.option == k for o in counted) for k in (0, 1)])
 
 
 def filled_option(counts: list[int]) -> int | None:

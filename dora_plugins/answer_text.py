@@ -3,7 +3,7 @@
 Models often answer with an option's text instead of its label, usually completing the question
 (``The layer of the atmosphere we live in is the troposphere.``) and often followed by a cut-off echo
 of the prompt's format line. An option counts as stated where its whole text occurs (words, any case,
-punctuation ignored) and none of these says otherwise:
+punctuation and articles ignored) and none of these says otherwise:
 
 - it lies inside a longer option's text that also occurs there (``grass`` inside ``cut grass``);
 - it lies in a question (a sentence that ends with ``?`` or opens with how/what/which/...), as when a
@@ -13,6 +13,9 @@ punctuation ignored) and none of these says otherwise:
 - it follows ``not`` (``not the troposphere``, ``do not live in the troposphere``);
 - the option is a single word (``big``, ``no``, ``cell``) and does not end a sentence, open the response,
   or precede ``is the answer``: one word inside a longer sentence is too often an accident (``no answer``).
+
+An option cut off by the token limit counts too, when the response ends with its opening words (five or more)
+right after an answer cue (``Answer:``, ``... is``) or alone, and those words open no other option.
 
 Only short responses are read this way (``TEXT_LIMIT``), so the cost stays linear in the text's length.
 """
@@ -61,7 +64,11 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
     """
     if len(response) > TEXT_LIMIT:
         return None
-    spans = [m.span() for m in _WORD.finditer(response)]
+    # articles the response adds are skipped ("a caterpillar and a butterfly" states "caterpillar and butterfly");
+    # an option that opens with an article ("the amount of food") needs one there ("the same amount" is not it)
+    every = [m.span() for m in _WORD.finditer(response)]
+    kept = [k for k, (s, e) in enumerate(every) if response[s:e] not in _ARTICLES]
+    spans = [every[k] for k in kept]
     joined = " " + " ".join(response[s:e] for s, e in spans) + " "
     starts = []  # offset of each word in ``joined``
     offset = 1
@@ -70,18 +77,123 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
         offset += e - s + 1
     found = []
     for i, option in enumerate(options):
-        words = _words(option) if isinstance(option, str) else []
+        written = _words(option) if isinstance(option, str) else []
+        words = [w for w in written if w not in _ARTICLES]
         if not words:
             continue
         needle = " " + " ".join(words) + " "
         at = joined.find(needle)
         while at >= 0:
             first = bisect_right(starts, at + 1) - 1
-            found.append(Occurrence(i, spans[first][0], spans[first + len(words) - 1][1]))
+            start = spans[first][0]
+            if written[0] in _ARTICLES:  # the option's own opening article, as written before its words
+                before = kept[first] - 1
+                start = every[before][0] if before >= 0 and response[slice(*every[before])] in _ARTICLES else -1
+            if start >= 0:
+                found.append(Occurrence(i, start, spans[first + len(words) - 1][1]))
             if len(found) > MAX_OCCURRENCES:
                 return None
             at = joined.find(needle, at + 1)
     return [o for o in found if not any(_inside(o, other) for other in found)]
+
+
+TRAILING_WORDS = 5  # the fewest opening words of an option that, ending a cut-off response, name it
+
+
+def trailing_option(response: str, options: Sequence[object], but: int) -> int | None:
+    """The option other than ``but`` whose opening words (at least TRAILING_WORDS, not the whole text; the last
+    one maybe cut short) end the response, where the token limit cut off an option being narrated; else None.
+
+    Words that ``but``'s own text holds in the same order do not count: a cut-off copy of the stated option
+    (whose words other options may share) names no other option.
+    """
+    if len(response) > TEXT_LIMIT or not 0 <= but < len(options):
+        return None
+    tail = _words(response)
+    stated = options[but]
+    own = " " + " ".join(_words(stated)) + " " if isinstance(stated, str) else ""
+    for i, option in enumerate(options):
+        k = _opening_at_end(tail, _words(option) if isinstance(option, str) and i != but else [])
+        if k and " " + " ".join(tail[-k:]) not in own:
+            return i
+    return None
+
+
+_CUT_CUE = re.compile(
+    r"(?:(?:answer|solution|option|ending|choice)s?\s{0,3}(?:is\b|:)|\bis\b)\s{0,3}:?\s{0,3}[\"'*(]{0,2}\s{0,2}$"
+)
+_OPENING = re.compile(r"[\s\"'*(]*")
+
+
+def cut_off_option(response: str, options: Sequence[object]) -> tuple[int, int] | None:
+    """(option, start) when the response ends with an answer cut off by the token limit: after an answer cue
+    (``Answer:``, ``... is``) or alone, the opening words of one option's text (at least TRAILING_WORDS, not the
+    whole text, the last one maybe cut short) that open no other option; None otherwise."""
+    if len(response) > TEXT_LIMIT:
+        return None
+    spans = [m.span() for m in _WORD.finditer(response)]
+    tail = [response[a:b] for a, b in spans]
+    read = []
+    for i, option in enumerate(options):
+        words = _words(option) if isinstance(option, str) else []
+        k = _opening_at_end(tail, words)
+        if k:
+            read.append((i, k))
+    if len(read) != 1:
+        return None  # none, or words that open two options ("Take a pair of scissors and ...")
+    option, k = read[0]
+    start = spans[-k][0]
+    before = response[max(0, start - 80) : start]
+    if _CUT_CUE.search(before) or _OPENING.fullmatch(response, 0, start):
+        return option, start
+    return None
+
+
+def restarts_with_other(response: str, stated: Occurrence, options: Sequence[object]) -> bool:
+    """True when, after the stated option, the response says again the words that led to it (three to six) and
+    goes on otherwise than with the stated option: ``X is best described as a trend. X is best described as a
+    series of`` (a list of completions the token limit cut)."""
+    if len(response) > TEXT_LIMIT:
+        return False
+    spans = [m.span() for m in _WORD.finditer(response)]
+    words = [response[a:b] for a, b in spans]
+    starts = [a for a, _ in spans]
+    first = bisect_right(starts, stated.start) - 1  # the option's first word
+    after = bisect_right(starts, stated.end - 1)  # the first word after the option
+    if first < 0:
+        return False
+    clause = _CLAUSE_START.search(response[::-1], len(response) - stated.start)
+    clause_start = len(response) - clause.start() if clause else 0
+    stem = [
+        w
+        for (a, _), w in zip(spans[max(0, first - 6) : first], words[max(0, first - 6) : first], strict=True)
+        if a >= clause_start
+    ]
+    if len(stem) < 3:
+        return False
+    rest = words[after:]
+    own = [w for w in _words(str(options[stated.option])) if w not in _ARTICLES]
+    for at in range(len(rest) - len(stem) + 1):
+        if rest[at : at + len(stem)] == stem:
+            tail = [w for w in rest[at + len(stem) : at + len(stem) + 4] if w not in _ARTICLES][: min(3, len(own))]
+            if tail and not _opens(tail, own):
+                return True  # the stem completed otherwise: a list of completions
+    return False
+
+
+def _opens(tail: list[str], words: list[str]) -> bool:
+    """True when ``tail`` is the opening of ``words`` (its last word maybe cut short)."""
+    k = len(tail)
+    return 0 < k <= len(words) and tail[:-1] == words[: k - 1] and words[k - 1].startswith(tail[-1])
+
+
+def _opening_at_end(tail: list[str], words: list[str]) -> int:
+    """How many opening words of ``words`` (at least TRAILING_WORDS, not all of them whole) end ``tail``."""
+    for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):
+        cut = words[k - 1].startswith(tail[-1]) and (k < len(words) or tail[-1] != words[-1])
+        if cut and tail[-k:-1] == words[: k - 1]:
+            return k
+    return 0
 
 
 def _inside(inner: Occurrence, outer: Occurrence) -> bool:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from . import answer_forms, answer_labels, answer_text
 from .answer_forms import ENUMERATION, FILLED_SENTENCE, RESTATED_QUESTION, YES_NO
 from .answer_labels import CONTRADICTION, ECHO, EXPLICIT, LABEL, MAX_MENTIONS, Mention
+from .answer_text import TEXT_LIMIT
 from .prompts import RESPONSE_MARKER
 
 # The paper's patterns, per benchmark (case-sensitive, no word boundaries, first match wins).
@@ -68,6 +69,7 @@ RULES = (
 
 _FORMAT_LINE = re.compile(r"answer\s?format\s?:[^\n]*")  # on the lower-cased response
 _QUOTES_TEXT = re.compile(r"\s{0,3}[:.)/-]?\s{0,3}[\"'(]?\s{0,2}")
+_ARTICLE_BEFORE = re.compile(r"(?:^|[^a-z])(?:a|an|the)[ \t]$")
 _QUOTE_MARK = re.compile(r"\s{0,3}[:(\"'-]")  # "answer2: <text>": a label that quotes its option's text
 
 
@@ -137,16 +139,26 @@ def _from_text(
     found = [o for o in found if o not in asked]
     if benchmark == "winogrande":
         # every mention counts, negated ones too: the sentence itself may say "the bark but not the stone"
-        filler = answer_forms.filled_option_by_sentence(response, found, len(options))
+        loop = answer_forms.loop_start(response)  # "... because the sound of the foot was ... because the sound"
+        filler = answer_forms.filled_option_by_sentence(response, [o for o in found if o.start < loop], len(options))
         if filler is not None:
             last = [o for o in found if o.option == filler][-1]
             return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
     starts = frozenset(m.start for m in mentions)
     stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]
     if not stated:
+        cut = answer_text.cut_off_option(response, options[: len(in_range)])
+        if cut is not None and masked[cut[1]] != " ":  # "Answer: Chop up the strawberries, pour the" (the limit)
+            return in_range[cut[0]], OPTION_TEXT, (cut[1], len(response))
         return ("", RESTATED_QUESTION, None) if asked else None
     if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
         return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"
+    end = len(response.rstrip())
+    if response[end - 1 : end].isalnum() and masked[end - 1] != " ":  # cut off mid-sentence, not in a question
+        if answer_text.trailing_option(response, options[: len(in_range)], stated[0].option) is not None:
+            return "", CONTRADICTION, None  # "<ending 2's text>. <ending 1's first words, cut off>": two endings
+        if answer_text.restarts_with_other(response, stated[0], options[: len(in_range)]):
+            return "", CONTRADICTION, None  # "X is a <option 1>. X is a <option 2's first words, cut off>"
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
@@ -214,6 +226,18 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
     if mentions is None:
         return _Reading("", GARBAGE, None, source, None, echoed)
     decided = answer_labels.decide(response, mentions)
+    bare = not any(m.explicit and m.label and not m.echo and not m.negated for m in mentions)
+    if decided is not None and bare and decided[1] in (LABEL, CONTRADICTION) and len(response) <= TEXT_LIMIT:
+        # bare labels inside a restated question are the question's words: "Question: is it true that"
+        masked = answer_forms.without_questions(response, copies_only=True)
+        kept = [m for m in mentions if masked[m.start : m.end].strip()]
+        if labels == ("true", "false"):  # "a true story", "the false alarm": an adjective, no verdict
+            kept = [m for m in kept if not _ARTICLE_BEFORE.search(response, max(0, m.start - 5), m.start)]
+        decided = answer_labels.decide(response, kept)
+    if decided is not None and decided[1] == LABEL and labels == ("true", "false") and len(response) <= TEXT_LIMIT:
+        said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
+        if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:
+            decided = ("", CONTRADICTION, None)
     if decided is not None:
         label, rule, mention = decided
         span = (mention.start, mention.end) if mention else None

@@ -705,6 +705,8 @@ ADVERSARIAL = {
     "yes and no": "Yes. No. " * 111_111,
     "quoted questions": 'the question "' * 71_428,
     "blanks": "_ " * 500_000,
+    "question lines": "Question: is it true\n" * 50_000,
+    "cut-off option": "days become shorter. " + "she begins to brush her " * 40_000,
 }
 
 
@@ -748,11 +750,17 @@ def test_improved_never_raises_on_random_text():
         "true",
         "is the answer",
         "Â",
+        "Question:",
+        "given sentence:",
+        "she begins to brush her",
+        "lips and make painted lips",
+        "_",
     ]
+    endings = ["she begins to brush her lips and make painted lips look", "days become shorter and colder than before"]
     rng = random.Random(0)
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40)))
-        for bench, options in [("ARC-Easy", ARC_OPTIONS), ("boolq", None), ("hellaswag", None)]:
+        for bench, options in [("ARC-Easy", ARC_OPTIONS), ("boolq", None), ("hellaswag", None), ("hellaswag", endings)]:
             explained = explain_answer(text, bench, options)
             assert explained.label in ("", *get_benchmark(bench).labels) and explained.rule in RULES
             assert original(text, bench) in ("", *get_benchmark(bench).labels)

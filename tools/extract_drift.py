@@ -14,6 +14,8 @@ accuracy of ``original`` and of ``improved`` before (the baseline) and now, and 
     python tools/extract_drift.py --data ../shared/data --labelled tests/data/smollm2_labels.jsonl \
         --baseline tests/data/extract_improved_35b5ac3.json            # before and after the SmolLM2 rules
     python tools/extract_drift.py --data ../shared/data --write-baseline tests/data/extract_improved_3d2e637.json
+    python tools/extract_drift.py --score --labelled tests/data/smollm2_labels.jsonl [--first-row 349]
+                                                                        # agreement with the hand labels, by rule
 
 ``--write-baseline`` runs with whatever ``dora_plugins`` is importable: ``extract_improved_3d2e637.json`` was
 written with commit 3d2e637 on PYTHONPATH (``git worktree add /tmp/base 3d2e637``), the ``improved`` before
@@ -125,6 +127,48 @@ def drift(data: Path, stored: dict[str, str], labelled: list[Path] = ()) -> dict
     }
 
 
+def score_labelled(path: Path, first_row: int = 1) -> dict:
+    """``improved`` against a hand-labelled set (rows ``first_row`` on, 1-based): agreement on the rows the reader
+    could decide (not ``ambiguous``), the false reads (an answer where the reader saw none, or another answer), the
+    misses (nothing read where the reader saw an answer) and which rule decided, per row and in all."""
+    from dora_plugins.extract import explain_answer
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][first_row - 1 :]
+    decidable = [row for row in rows if not row["ambiguous"]]
+    rules: Counter = Counter()
+    false_reads, misses = [], []
+    for row in decidable:
+        explained = explain_answer(row["output_pred"], row["benchmark"], row["options"])
+        rules[explained.rule] += 1
+        if explained.label != row["label"]:
+            wrong = {"id": row["id"], "label": row["label"], "read": explained.label, "rule": explained.rule}
+            (false_reads if explained.label else misses).append(wrong | {"output_pred": row["output_pred"]})
+    wrong = len(false_reads) + len(misses)
+    return {
+        "rows": len(rows),
+        "decidable": len(decidable),
+        "agreement": round(1 - wrong / len(decidable), 4) if decidable else None,
+        "false_reads": false_reads,
+        "misses": misses,
+        "rules": dict(rules.most_common()),
+    }
+
+
+def _print_scores(scores: dict[str, dict]) -> None:
+    for name, score in scores.items():
+        share = len(score["false_reads"]) / score["decidable"] if score["decidable"] else 0.0
+        print(
+            f"\n{name}: {score['rows']} rows, {score['decidable']} decidable; agreement {score['agreement']}, "
+            f"false reads {len(score['false_reads'])} ({share:.2%}), misses {len(score['misses'])}"
+        )
+        print("  rules: " + ", ".join(f"{rule} {count}" for rule, count in score["rules"].items()))
+        for wrong in score["false_reads"] + score["misses"]:
+            print(
+                f"  {wrong['id']}: labelled {wrong['label']!r}, read {wrong['read']!r} ({wrong['rule']}): "
+                f"{wrong['output_pred'][:100]!r}"
+            )
+
+
 def _accuracy(counts: Counter) -> dict:
     n = counts["rows"]
     return {"rows": n} | {
@@ -166,12 +210,24 @@ def main() -> None:
     )
     parser.add_argument("--labelled", type=Path, nargs="*", default=[], help="hand-labelled sets (JSON Lines) too")
     parser.add_argument("--write-baseline", type=Path, help="write the importable improved's answers here instead")
+    parser.add_argument(
+        "--score",
+        action="store_true",
+        help="score improved against the --labelled sets' hand labels (agreement, false reads, rules) instead",
+    )
+    parser.add_argument(
+        "--first-row", type=int, default=1, help="with --score: the labelled rows from this one on (1-based)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--examples", type=int, default=3, help="examples shown per kind")
     args = parser.parse_args()
     if args.write_baseline:
         answers = baseline(args.data, args.labelled)
         args.write_baseline.write_text(json.dumps(answers, indent=0) + "\n", encoding="utf-8")
+        return
+    if args.score:
+        scores = {path.stem: score_labelled(path, args.first_row) for path in args.labelled}
+        print(json.dumps(scores, indent=1, ensure_ascii=False)) if args.json else _print_scores(scores)
         return
     report = drift(args.data, json.loads(args.baseline.read_text(encoding="utf-8")), args.labelled)
     if args.json:

@@ -24,6 +24,20 @@ dora_plugins/demo_data/train.json --preset {lora,dora} --max_steps 20 --save_ste
 
 then labelled by hand (``tests/data/README.md``). Generation on a shared 2-core CPU was stopped before every
 source reached its count: the set holds what was generated, each row labelled.
+
+The second round (rows 349-756, sampled and labelled after the rules of ``dora_plugins/answer_forms.py`` were
+written) adds the base model's next items and the adapters of the real demo (``dora demo``: LoRA and DoRA, 24
+steps of 4 records, learning rate 1e-3, checkpoints every 6 steps, in ``/work/demo-real``):
+
+    python tools/sample_smollm2_generations.py --data ../shared/data --source base --per-benchmark 40 --output X
+    python tools/sample_smollm2_generations.py --data ../shared/data --source lora@6 \\
+        --adapter /work/demo-real/lora/checkpoint-6 --per-benchmark 6 --output X      # also dora@6
+    python tools/sample_smollm2_generations.py --data ../shared/data --source lora@12 \\
+        --adapter /work/demo-real/lora/checkpoint-12 --per-benchmark 3 --output X     # also dora@12
+    # lora@18, dora@18, lora@24, dora@24: --per-benchmark 2
+
+with ``X`` the set itself, so that items already there are skipped. Rounds three to eight: the base model again,
+``--per-benchmark`` 52, 64, 84, 104, 124 and 144 (each the next items of the same seeded draw).
 """
 
 from __future__ import annotations
