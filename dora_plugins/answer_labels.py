@@ -27,6 +27,7 @@ _NUMBER_AFTER_CUE = re.compile(
     r"(\d{1,2})(?![\w:]|\.\d)"
 )
 _NUMBER_BEFORE = re.compile(r"(?:^|[^\w.])(\d{1,2})\s{0,3}(?:is|would\s{1,3}be)\s{1,3}(?:the\s{1,3})?$")
+_LIST_OPENING = re.compile(r"[.)][ \t]{1,3}[^\W\d_]")  # after a "1": "1. meter", "1) Pull the wire"
 _DIGIT_RUN = re.compile(r"[0-9]+")
 _CUE_WORDS = ("answer", "solution", "ending", "option", "choice")  # found with str.find: regex alternations are slow
 _RIGHT_WORDS = ("correct", "right", "best")
@@ -128,12 +129,24 @@ def _numbers_stated(response: str, prefix: str, in_range: tuple[str, ...]) -> li
     marks = {(s, e) for s, e in spans if response[e : e + 1] in (".", ")")}
     if marks and len(response) <= _LIST_LIMIT and answer_forms.enumeration(response) is not None:
         spans -= marks  # "Answer: 1. <text> 2. <text>": the numbers of a list, not an answer
+    # "Answer: 1. meter", "Answer: 1. Pull the wire ...": a list's first mark, its "2." maybe cut off by the limit
+    # (not "the answer is 1. It ...", a sentence that ends)
+    spans -= {
+        (s, e)
+        for s, e in marks
+        if response[s:e] == "1" and _LIST_OPENING.match(response, e) and _after_colon(response, s)
+    }
     mentions = []
     for start, end in sorted(spans):
         label = f"{prefix}{int(response[start:end])}"
         negated = bool(_NEGATION.search(response, max(0, start - _LOOKBACK), start))
         mentions.append(Mention(label if label in in_range else None, label, start, end, True, False, negated))
     return mentions
+
+
+def _after_colon(response: str, start: int) -> bool:
+    """True when the number at ``start`` follows a colon (``Answer: 1.``), as a list's first mark does."""
+    return response[max(0, start - 8) : start].rstrip(" \t\"'*([").endswith(":")
 
 
 def _more_numbers_than(response: str, count: int) -> bool:

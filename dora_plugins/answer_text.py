@@ -15,7 +15,8 @@ punctuation and articles ignored) and none of these says otherwise:
   or precede ``is the answer``: one word inside a longer sentence is too often an accident (``no answer``).
 
 An option cut off by the token limit counts too, when the response ends with its opening words (five or more)
-right after an answer cue (``Answer:``, ``... is``) or alone, and those words open no other option.
+right after an answer cue (``Answer:``, ``... is``) or alone, and those words open no other option. After a
+stated option, three opening words of another that end a cut-off response are enough to refuse: two options.
 
 Only short responses are read this way (``TEXT_LIMIT``), so the cost stays linear in the text's length.
 """
@@ -98,11 +99,15 @@ def occurrences(response: str, options: Sequence[object]) -> list[Occurrence] | 
 
 
 TRAILING_WORDS = 5  # the fewest opening words of an option that, ending a cut-off response, name it
+# The fewest opening words of another option that, ending a cut-off response after a stated option, make it a
+# second one: refusing needs less evidence than reading ("<ending 1>. She pulls the barbell" of "pulls the barbell
+# forward.").
+OTHER_OPENING_WORDS = 3
 
 
 def trailing_option(response: str, options: Sequence[object], but: int) -> int | None:
-    """The option other than ``but`` whose opening words (at least TRAILING_WORDS, not the whole text; the last
-    one maybe cut short) end the response, where the token limit cut off an option being narrated; else None.
+    """The option other than ``but`` whose opening words (at least OTHER_OPENING_WORDS, not the whole text; the
+    last one maybe cut short) end the response, where the token limit cut off an option being narrated; else None.
 
     Words that ``but``'s own text holds in the same order do not count: a cut-off copy of the stated option
     (whose words other options may share) names no other option.
@@ -113,7 +118,7 @@ def trailing_option(response: str, options: Sequence[object], but: int) -> int |
     stated = options[but]
     own = " " + " ".join(_words(stated)) + " " if isinstance(stated, str) else ""
     for i, option in enumerate(options):
-        k = _opening_at_end(tail, _words(option) if isinstance(option, str) and i != but else [])
+        k = _opening_at_end(tail, _words(option) if isinstance(option, str) and i != but else [], OTHER_OPENING_WORDS)
         if k and " " + " ".join(tail[-k:]) not in own:
             return i
     return None
@@ -187,9 +192,9 @@ def _opens(tail: list[str], words: list[str]) -> bool:
     return 0 < k <= len(words) and tail[:-1] == words[: k - 1] and words[k - 1].startswith(tail[-1])
 
 
-def _opening_at_end(tail: list[str], words: list[str]) -> int:
-    """How many opening words of ``words`` (at least TRAILING_WORDS, not all of them whole) end ``tail``."""
-    for k in range(min(len(words), len(tail)), TRAILING_WORDS - 1, -1):
+def _opening_at_end(tail: list[str], words: list[str], least: int = TRAILING_WORDS) -> int:
+    """How many opening words of ``words`` (at least ``least``, not all of them whole) end ``tail``."""
+    for k in range(min(len(words), len(tail)), least - 1, -1):
         cut = words[k - 1].startswith(tail[-1]) and (k < len(words) or tail[-1] != words[-1])
         if cut and tail[-k:-1] == words[: k - 1]:
             return k

@@ -9,11 +9,14 @@ so that it also credits echoes of the prompt's ``Answer format: a/b/c`` line.
 1. Labels in any case and common spelling (``Answer 2``, ``ANSWER2``, ``True``), never inside a longer token
    (``answer12``); a label glued to an echo of the format line counts (``FalseAnswer format: true/false``).
 2. An explicit statement (``the correct answer is X``, ``Answer: X``, ``3 is the correct answer``) wins over
-   other mentions; two different explicit answers, or ``X or Y``, are a contradiction.
+   other mentions; two different explicit answers, or ``X or Y``, are a contradiction. ``Answer: 1. <words>``
+   opens a list: its ``1`` states nothing.
 3. Echoes do not count: the format line, slash lists (``answer1/answer2``), a recited option list
    (``Answer1: ... Answer2: ...``), a run of different labels (``Answer2 Answer3 Answer4``, also the cut-off
    ``Answer11 Answer12 ... Answer1``). Nor do labels outside the item's range (answer5 of 4) or after "not".
-4. One plain label is the answer; two different ones are a contradiction; a label amid echoes is refused.
+4. One plain label is the answer; two different ones are a contradiction; a label amid echoes is refused, and
+   so is one inside an entry of a numbered list that no statement after the list picks from (``1. The answer
+   to the question "..." is option 1. 2. The``).
 5. When no label answers, an option's text stated in words is its label (see :mod:`dora_plugins.answer_text`);
    two options' texts are a contradiction. A label whose own text (``Answer2: <text>``) is another option's
    text is a contradiction too.
@@ -162,6 +165,17 @@ def _from_text(
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
+def _outside_list(response: str, decided: tuple[str, str, Mention | None]) -> tuple[str, str, Mention | None]:
+    """The label unless it lies in an entry of a list that no later statement picks from: ``1. The answer to the
+    question "..." is option 1. 2. The answer``, ``1. The answer is True 2. The answer is True`` (an enumeration)."""
+    listed = answer_forms.enumeration(response)
+    mention = decided[2]
+    if listed is None or mention is None or mention.start < listed:
+        return decided
+    picked = answer_forms.pick(response, listed)
+    return decided if picked is not None and mention.start >= picked else ("", ENUMERATION, None)
+
+
 def _yes_no(response: str) -> tuple[str, str, tuple[int, int] | None] | None:
     """BoolQ answered in words: (label, rule, span), a refusal, or None when no yes/no answers."""
     if len(response) > answer_text.TEXT_LIMIT:
@@ -238,6 +252,8 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
         said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
         if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:
             decided = ("", CONTRADICTION, None)
+    if decided is not None and decided[0] and decided[2] is not None and len(response) <= TEXT_LIMIT:
+        decided = _outside_list(response, decided)
     if decided is not None:
         label, rule, mention = decided
         span = (mention.start, mention.end) if mention else None

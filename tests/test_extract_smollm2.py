@@ -101,6 +101,10 @@ def test_docs_extraction_examples():
     assert (explained.label, explained.rule) == ("", "enumeration")
 
 
+BARBELL = ["swings and lands in her arms.", "pulls the barbell forward.", "pulls a rope to the barbell."]
+RINGS = ["Pull the wire apart as far as possible", "Twist the ring open sideways with pliers"]
+
+
 @pytest.mark.parametrize(
     ("text", "benchmark", "options", "label", "rule"),
     [
@@ -274,6 +278,23 @@ def test_docs_extraction_examples():
             "answer4",
             "option text",
         ),
+        # before the ninth round, readings made more conservative (refuse rather than guess): three opening words
+        # of another option cut off after a narrated one; "Answer: 1. <words>" (a list's first mark); a label
+        # inside a list entry that nothing after the list picks
+        ("The lady swings and lands in her arms. She pulls the barbell", "hellaswag", BARBELL, "", "contradiction"),
+        ("The lady swings and lands in her arms. She pulls the", "hellaswag", BARBELL, "ending1", "option text"),
+        ("Question: How?\n Answer: 1. Pull the wire of the ring", "piqa", RINGS, "", "no answer"),
+        ("Question: How?\n Answer: 1.", "piqa", RINGS, "solution1", "explicit statement"),
+        ("The correct answer is 1. It is the best.", "piqa", RINGS, "solution1", "explicit statement"),
+        (
+            '1. The answer to the question "Maria told Katrina to help" is option 1.\n\n2. The',
+            "winogrande",
+            ["Maria", "Katrina"],
+            "",
+            "enumeration",
+        ),
+        ('1. The answer is "True"\n   2. The answer is "True"\n   3. The', "boolq", None, "", "enumeration"),
+        ("1. Yes.\n   2. No.\n\nQuestion: is it?\n\nThe answer is true.", "boolq", None, "true", "explicit statement"),
     ],
 )
 def test_later_round_forms(text, benchmark, options, label, rule):
