@@ -19,7 +19,8 @@ so that it also credits echoes of the prompt's ``Answer format: a/b/c`` line.
    to the question "..." is option 1. 2. The``).
 5. When no label answers, an option's text stated in words is its label (see :mod:`dora_plugins.answer_text`);
    two options' texts are a contradiction. A label whose own text (``Answer2: <text>``) is another option's
-   text is a contradiction too.
+   text is a contradiction too. On WinoGrande, an option named only once the response loops (six words said
+   again) is not stated.
 
 No pattern nests quantifiers, the response is lower-cased once, past MAX_MENTIONS label-like tokens the text
 counts as garbage and only short responses are read for option texts, so the time is linear in the length of
@@ -140,15 +141,17 @@ def _from_text(
     masked = answer_forms.without_questions(response)
     asked = [o for o in found if not masked[o.start : o.end].strip()]
     found = [o for o in found if o not in asked]
+    loop = answer_forms.loop_start(response) if benchmark == "winogrande" else len(response)
     if benchmark == "winogrande":
         # every mention counts, negated ones too: the sentence itself may say "the bark but not the stone"
-        loop = answer_forms.loop_start(response)  # "... because the sound of the foot was ... because the sound"
+        # (before the loop: "... because the sound of the foot was ... because the sound")
         filler = answer_forms.filled_option_by_sentence(response, [o for o in found if o.start < loop], len(options))
         if filler is not None:
             last = [o for o in found if o.option == filler][-1]
             return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
     starts = frozenset(m.start for m in mentions)
     stated = [o for o in found if answer_text.is_statement(response, o, str(options[o.option]), starts)]
+    stated = [o for o in stated if o.start < loop]  # WinoGrande: named only once the response loops, no answer
     if not stated:
         cut = answer_text.cut_off_option(response, options[: len(in_range)])
         if cut is not None and masked[cut[1]] != " ":  # "Answer: Chop up the strawberries, pour the" (the limit)

@@ -214,7 +214,7 @@ RINGS = ["Pull the wire apart as far as possible", "Twist the ring open sideways
             "winogrande",
             ["street", "sound"],
             "",
-            "contradiction",
+            "no answer",
         ),
         (
             "Plates are best described as a trend toward more movement. Plates are best described as a series of",
@@ -295,6 +295,22 @@ RINGS = ["Pull the wire apart as far as possible", "Twist the ring open sideways
         ),
         ('1. The answer is "True"\n   2. The answer is "True"\n   3. The', "boolq", None, "", "enumeration"),
         ("1. Yes.\n   2. No.\n\nQuestion: is it?\n\nThe answer is true.", "boolq", None, "true", "explicit statement"),
+        # ... and a WinoGrande option named only once the response loops (six words said again)
+        (
+            "The tool could not get through the cervix because the tool could not get through the cervix because the "
+            "tool",
+            "winogrande",
+            ["cervix", "tool"],
+            "",
+            "no answer",
+        ),
+        (
+            "The tool could not get through the cervix because the tool was too big.",
+            "winogrande",
+            ["cervix", "tool"],
+            "option2",
+            "filled sentence",
+        ),
     ],
 )
 def test_later_round_forms(text, benchmark, options, label, rule):
