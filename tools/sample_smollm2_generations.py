@@ -36,8 +36,9 @@ steps of 4 records, learning rate 1e-3, checkpoints every 6 steps, in ``/work/de
         --adapter /work/demo-real/lora/checkpoint-12 --per-benchmark 3 --output X     # also dora@12
     # lora@18, dora@18, lora@24, dora@24: --per-benchmark 2
 
-with ``X`` the set itself, so that items already there are skipped. Rounds three to eight: the base model again,
-``--per-benchmark`` 52, 64, 84, 104, 124 and 144 (each the next items of the same seeded draw).
+with ``X`` the set itself, so that items already there are skipped. Rounds three to nine: the base model again,
+``--per-benchmark`` 52, 64, 84, 104, 124, 144 and 164 (each the next items of the same seeded draw; the ninth,
+``--threads 1``, was generated into a copy of the set and its 140 new rows appended after labelling).
 """
 
 from __future__ import annotations
