@@ -27,6 +27,7 @@ class Settings:
     eval_batch_size: int  # lm-eval's --batch_size
     merge: bool  # also merge each adapter and score the merged models ('dora merge')
     groups: tuple[str, ...]  # the lm-eval groups scored
+    budget_minutes: float | None = None  # the wall time the run should hold on 2 idle CPU cores; checked at the end
     seed: int = 0
 
     def describe_training(self) -> str:
@@ -59,6 +60,7 @@ REAL = Settings(
     eval_batch_size=16,
     merge=False,
     groups=(GENERATION, OPTION_TEXT),
+    budget_minutes=15,
 )
 TINY = Settings(
     tiny=True,
