@@ -365,6 +365,7 @@ def test_both_adapters_get_the_same_budget_and_the_real_run_scores_option_text_t
     from dora_plugins.cli.demo_settings import GENERATION, OPTION_TEXT
 
     assert REAL.groups == (GENERATION, OPTION_TEXT) and not REAL.tiny and not REAL.merge
+    assert REAL.batch_size % REAL.micro_batch == 0 and REAL.budget_minutes == 15
     assert [preset for preset, _ in demo.METHODS] == ["lora", "dora"]  # one Settings for both
 
 
@@ -380,6 +381,8 @@ def test_real_model_demo_trains_scores_and_keeps_a_peft_dora_adapter(tmp_path):
     assert _load(output / "lora" / "adapter_config.json")["use_dora"] is False
     assert (output / "dora" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in (output / "dora").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    accumulation = REAL.batch_size // REAL.micro_batch  # one record per forward pass, as many passes per step
+    assert stdout.count(f"effective batch: {REAL.batch_size} (= {REAL.micro_batch} per device x {accumulation} ") == 2
     report = _load(output / "results.json")
     assert report["model"] == demo.DEFAULT_MODEL and report["table"]["items"] == [1] * 8
     for label in MODELS:

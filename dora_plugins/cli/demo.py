@@ -1,7 +1,7 @@
 """dora demo: train LoRA and DoRA on a real pretrained model, score them with lm-eval, and draw the paper's figure 2.
 
 By default, on SmolLM2-135M-Instruct ('dora pull smollm2-135m'; --model takes another name or folder), offline,
-aiming at ten to fifteen minutes on two idle CPU cores (one run measured 36 minutes on a shared machine):
+within a stated budget of 15 minutes on two idle CPU cores, which it checks and reports phase by phase at the end:
 
 1. make the base model available ('dora pull');
 2. train a LoRA adapter and 3. a DoRA adapter with the same budget on the bundled training records of the eight

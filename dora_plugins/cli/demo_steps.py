@@ -66,8 +66,8 @@ def train(base: Path, output: Path, preset: str, settings: Settings, train_file:
         # default) trains on the whole text.
         "--train_on_inputs", "false",
         "--max_steps", str(settings.max_steps),
-        "--per_device_train_batch_size", str(settings.batch_size),
-        "--gradient_accumulation_steps", "1",
+        "--per_device_train_batch_size", str(settings.micro_batch),
+        "--gradient_accumulation_steps", str(settings.batch_size // settings.micro_batch),
         "--learning_rate", str(settings.learning_rate),
         "--lr_scheduler_type", "linear",
         "--warmup_steps", str(max(1, settings.max_steps // 20)),
