@@ -350,7 +350,9 @@ def test_settings_per_mode_and_shortening_flags(argv, expected):
     assert demo.settings_for(demo.make_parser().parse_args(argv)) == expected
 
 
-@pytest.mark.parametrize("argv", [["--max_steps", "0"], ["--limit", "41"], ["--limit", "0"], ["--text_limit", "-1"]])
+@pytest.mark.parametrize(
+    "argv", [["--max_steps", "0"], ["--limit", "41"], ["--limit", "0"], ["--text_limit", "-1"], ["--threads", "0"]]
+)
 def test_out_of_range_shortening_is_a_one_line_error(argv, capsys):
     from dora_plugins.cli import main as dora
 
@@ -363,6 +365,7 @@ def test_both_adapters_get_the_same_budget_and_the_real_run_scores_option_text_t
     from dora_plugins.cli.demo_settings import GENERATION, OPTION_TEXT
 
     assert REAL.groups == (GENERATION, OPTION_TEXT) and not REAL.tiny and not REAL.merge
+    assert REAL.batch_size % REAL.micro_batch == 0 and REAL.budget_minutes == 15
     assert [preset for preset, _ in demo.METHODS] == ["lora", "dora"]  # one Settings for both
 
 
@@ -378,6 +381,8 @@ def test_real_model_demo_trains_scores_and_keeps_a_peft_dora_adapter(tmp_path):
     assert _load(output / "lora" / "adapter_config.json")["use_dora"] is False
     assert (output / "dora" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in (output / "dora").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    accumulation = REAL.batch_size // REAL.micro_batch  # one record per forward pass, as many passes per step
+    assert stdout.count(f"effective batch: {REAL.batch_size} (= {REAL.micro_batch} per device x {accumulation} ") == 2
     report = _load(output / "results.json")
     assert report["model"] == demo.DEFAULT_MODEL and report["table"]["items"] == [1] * 8
     for label in MODELS:
@@ -392,7 +397,48 @@ def test_real_model_demo_trains_scores_and_keeps_a_peft_dora_adapter(tmp_path):
     assert {row["checkpoint"].rsplit("/", 2)[0] for row in _load(output / "dynamics.json")["rows"]} == {str(output)}
     assert "Analyzing checkpoints" in stderr and "Running generate_until requests" in stderr
     assert "Running loglikelihood requests" in stderr
-    assert "min wall" in stdout and "min CPU" in stdout
+    assert "Budget: 15 min on 2 idle CPU cores" in stdout and "CPU threads:" in stdout
+    phases = [row["phase"] for row in report["timing"]["phases"]]
+    assert phases[:3] == ["base model (pull or build)", "train LoRA", "train DoRA"] and phases[-1] == "analyze"
+    assert "score DoRA: option text" in phases and report["timing"]["budget_s"] == 60 * REAL.budget_minutes
+    assert any(line.startswith("Elapsed ") and "budget" in line for line in stdout.splitlines())
+
+
+def test_clock_times_each_phase_and_checks_the_total_against_the_budget(monkeypatch):
+    from dora_plugins.cli import demo_clock
+
+    ticks = iter([(0.0, 0.0), (0.0, 0.0), (90.0, 60.0), (90.0, 60.0), (600.0, 400.0), (700.0, 480.0)])
+    monkeypatch.setattr(demo_clock, "_now", lambda: next(ticks))
+    clock = demo_clock.Clock(budget_s=660)
+    with clock.phase("train LoRA"):
+        pass
+    with clock.phase("score LoRA: generation"):
+        pass
+    assert [(p["phase"], p["wall_s"], p["cpu_s"]) for p in clock.phases] == [
+        ("train LoRA", 90.0, 60.0),
+        ("score LoRA: generation", 510.0, 340.0),
+    ]
+    text = clock.format()  # the total is read once more: 700 s wall, 480 s CPU
+    assert "train LoRA" in text and "score LoRA: generation" in text
+    assert text.splitlines()[-1].startswith("Elapsed 11.7 min (8.0 min CPU): OVER the 11-minute budget")
+    assert demo_clock.budget_line(600, 400, 660) == "Elapsed 10.0 min (6.7 min CPU): within the 11-minute budget " \
+        "(2 idle CPU cores)."  # fmt: skip
+    assert "no budget is stated" in demo_clock.budget_line(60, 60, None)
+
+
+@pytest.mark.parametrize(("requested", "tiny", "load", "threads"), [
+    (3, False, 0.0, 3),  # --threads wins
+    (None, True, 0.0, 1),  # the tiny model: one thread
+    (None, False, 0.1, 2),  # an idle 2-core machine: both cores
+    (None, False, 1.2, 1),  # one core busy with another job: one thread
+    (None, False, 6.0, 1),  # a crowded machine: still one
+])  # fmt: skip
+def test_threads_follow_the_idle_cores_unless_chosen(monkeypatch, requested, tiny, load, threads):
+    from dora_plugins.cli import demo_clock
+
+    monkeypatch.setattr(demo_clock.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo_clock.os, "getloadavg", lambda: (load, load, load))
+    assert demo_clock.choose_threads(requested, tiny)[0] == threads
 
 
 def test_the_readmes_demo_run_folder_is_ignored_by_git():

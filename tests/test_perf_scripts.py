@@ -176,3 +176,23 @@ def test_gpu_check_script_runs_its_cpu_dry_run(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     bf16 = json.loads((tmp_path / "bf16_tiny.json").read_text())
     assert [r["dropout"] for r in bf16["results"]] == [0.0, 0.05] and not any(r["failed"] for r in bf16["results"])
+
+
+def test_demo_settings_holds_out_training_records_only_and_counts_constant_answers():
+    from dora_plugins.cli import demo
+    from perf import demo_settings
+
+    kept, held_out = demo_settings.split(demo.TRAIN_FILE)
+    assert (len(kept), len(held_out)) == (240, 60)  # the last fifth of each benchmark's records
+    assert not {r["instruction"] for r in kept} & {r["instruction"] for r in held_out}
+    counts = {b: sum(r["benchmark"] == b for r in held_out) for b, _ in demo_settings.ORDER}
+    assert counts == {b: n // 5 for b, n in demo_settings.ORDER}
+    # an answerer that always writes its benchmark's first held-out gold label, except on BoolQ
+    first = {b: next(r["answer"] for r in held_out if r["benchmark"] == b) for b in counts}
+    texts = [f"the correct answer is {first[r['benchmark']]}" for r in held_out]
+    texts = [f"the correct answer is {r['answer']}" if r["benchmark"] == "boolq" else t for r, t in
+             zip(held_out, texts, strict=True)]  # fmt: skip
+    result = demo_settings.report(held_out, texts)
+    assert result["constant_benchmarks"] == 7 + (len({r["answer"] for r in held_out if r["benchmark"] == "boolq"}) == 1)
+    assert result["rows"]["boolq"]["accuracy"] == 1 and all(row["unread"] == 0 for row in result["rows"].values())
+    assert 0 < result["best_constant"] <= 1

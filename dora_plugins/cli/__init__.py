@@ -15,7 +15,7 @@ import sys
 # name -> (module with ``main(argv) -> int``, one-line help). The command line is the one place
 # where the core, trl_integration and lm_eval_tasks meet; each module imports its own stack.
 COMMANDS = {
-    "demo": ("dora_plugins.cli.demo", "Train LoRA and DoRA on SmolLM2-135M and score them: ~10 min on 2 CPU cores."),
+    "demo": ("dora_plugins.cli.demo", "Train LoRA and DoRA on SmolLM2-135M and score them: <= 15 min on 2 CPU cores."),
     "sft": ("trl_integration.cli", "Train a DoRA adapter with TRL's SFTTrainer from a recipe (like 'trl sft')."),
     "merge": ("dora_plugins.cli.merge", "Fold an adapter into its base model and save a plain transformers model."),
     "rescore": ("dora_plugins.cli.rescore", "Re-extract answers of saved generations; compare extractors."),

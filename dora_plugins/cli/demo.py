@@ -1,7 +1,7 @@
 """dora demo: train LoRA and DoRA on a real pretrained model, score them with lm-eval, and draw the paper's figure 2.
 
 By default, on SmolLM2-135M-Instruct ('dora pull smollm2-135m'; --model takes another name or folder), offline,
-aiming at ten to fifteen minutes on two idle CPU cores (one run measured 36 minutes on a shared machine):
+within a stated budget of 15 minutes on two idle CPU cores, which it checks and reports phase by phase at the end:
 
 1. make the base model available ('dora pull');
 2. train a LoRA adapter and 3. a DoRA adapter with the same budget on the bundled training records of the eight
@@ -22,9 +22,9 @@ import dataclasses
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+from dora_plugins.cli.demo_clock import Clock, choose_threads
 from dora_plugins.cli.demo_settings import OPTION_TEXT, QUICK, REAL, TINY, Settings
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
@@ -67,6 +67,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--text_limit", type=int, metavar="N", help="option-text items per benchmark (0: no option-text scoring)"
     )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for torch (default: the cores the load average "
+        "leaves idle, at least 1; the tiny model: 1)"
+    )  # fmt: skip
     return parser
 
 
@@ -76,7 +80,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
     settings = QUICK if args.quick else TINY if args.tiny else REAL
     bounds = (("--max_steps", args.max_steps, 1, None), ("--limit", args.limit, 1, 40),
-              ("--text_limit", args.text_limit, 0, 40))  # fmt: skip
+              ("--text_limit", args.text_limit, 0, 40), ("--threads", args.threads, 1, None))  # fmt: skip
     for flag, value, low, high in bounds:
         if value is not None and (value < low or (high is not None and value > high)):
             allowed = f"{low} or more" if high is None else f"{low} to {high}"
@@ -98,26 +102,34 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     settings = settings_for(args)
     model = None if settings.tiny else args.model
-    started = (time.perf_counter(), time.process_time())
+    clock = Clock(None if settings.budget_minutes is None else 60 * settings.budget_minutes)
+    use_threads(*choose_threads(args.threads, settings.tiny), settings)
     if args.output:
         from dora_plugins.outputs import check_output, replace_directory
 
         target = check_output(args.output, overwrite=args.overwrite)
-        kept = replace_directory(target, lambda folder: run(folder, settings, model, started, final=target))
+        kept = replace_directory(target, lambda folder: run(folder, settings, model, clock, final=target))
         print(next_steps(str(target), kept, settings))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="dora-demo-"))
         try:
-            run(workdir, settings, model, started)
+            run(workdir, settings, model, clock)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(next_steps(None, [], settings))
     return 0
 
 
-def run(
-    workdir: Path, settings: Settings, model: str | None, started: tuple[float, float], final: Path | None = None
-) -> list[str]:
+def use_threads(threads: int, why: str, settings: Settings) -> None:
+    """Set torch's CPU threads; say how many, and the budget the run is checked against."""
+    import torch
+
+    torch.set_num_threads(threads)
+    budget = "" if settings.budget_minutes is None else f"Budget: {settings.budget_minutes:g} min on 2 idle CPU cores. "
+    print(f"{budget}CPU threads: {threads} ({why}).", flush=True)
+
+
+def run(workdir: Path, settings: Settings, model: str | None, clock: Clock, final: Path | None = None) -> list[str]:
     """The steps; everything is written under ``workdir``, which is moved to ``final`` afterwards if given.
 
     Returns the names of what it kept, for the closing message.
@@ -127,22 +139,26 @@ def run(
 
     final_dir = final or workdir
     plan = demo_steps.Plan(settings)
-    base = demo_steps.make_base(plan, workdir, model, TRAIN_FILE, EVAL_DIR)
+    with clock.phase("base model (pull or build)"):
+        base = demo_steps.make_base(plan, workdir, model, TRAIN_FILE, EVAL_DIR)
     for preset, label in METHODS:
         plan.step(f"Training a {label} adapter with 'dora sft' (TRL SFTTrainer): {settings.describe_training()}")
-        demo_steps.train(base, workdir / preset, preset, settings, TRAIN_FILE)
+        with clock.phase(f"train {label}"):
+            demo_steps.train(base, workdir / preset, preset, settings, TRAIN_FILE)
         if settings.tiny and final is not None:  # adapters name their base by path: the one it has after the move
             demo_steps.set_base_model_path(workdir / preset, final / "base")
     models = {BASE_LABEL: (base, None), **{label: (base, workdir / preset) for preset, label in METHODS}}
     if settings.merge:
         plan.step("Merging each adapter into the base model ('dora merge')")
-        models.update(demo_steps.merge(base, workdir, METHODS))
+        with clock.phase("merge"):
+            models.update(demo_steps.merge(base, workdir, METHODS))
     plan.step(f"Scoring the base model, LoRA and DoRA with lm-eval: {settings.describe_scoring()}")
-    results = demo_steps.evaluate(models, settings, EVAL_DIR)
+    results = demo_steps.evaluate(models, settings, EVAL_DIR, clock)
     table = summarize(results, EVAL_DIR, settings.groups)
     plan.step("Measuring magnitude and direction change of every checkpoint ('dora analyze')")
-    drawn = demo_steps.analyze(base, [workdir / preset for preset, _ in METHODS], workdir, final_dir)
-    timing = {"wall_s": time.perf_counter() - started[0], "cpu_s": time.process_time() - started[1]}
+    with clock.phase("analyze"):
+        drawn = demo_steps.analyze(base, [workdir / preset for preset, _ in METHODS], workdir, final_dir)
+    timing = clock.report()
     report = {
         "model": model or "tiny (random, built locally)",
         "settings": dataclasses.asdict(settings),
@@ -154,7 +170,8 @@ def run(
     print()
     print(format_table(table))
     print(settings.explanation)
-    print(f"\nTime: {timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU (this process).")
+    print()
+    print(clock.format())
     if not drawn:
         from dora_plugins.cli.analyze import PLOT_HINT
 

@@ -1,7 +1,8 @@
 """What ``dora demo`` trains and scores, per mode: the real model (the default), ``--tiny`` and ``--quick``.
 
-The real run's budget (SmolLM2-135M, two CPU cores, aiming at ten to fifteen minutes; one run measured 36 minutes
-on a shared machine) was sized by measuring each step: see docs/demo.md. Both adapters always get the same settings.
+The real run's budget, at most 15 minutes on two idle CPU cores, was sized by timing each phase (the demo prints
+them, docs/demo.md has a run's): its CPU time on ONE thread, which bounds its wall time on two idle cores, is
+under 11 minutes. Both adapters always get the same settings.
 """
 
 from __future__ import annotations
@@ -23,14 +24,19 @@ class Settings:
     checkpoints: int  # checkpoints kept per run, evenly spaced, for 'dora analyze'
     learning_rate: float
     batch_size: int  # training records per optimizer step
+    micro_batch: int  # records per forward pass; batch_size / micro_batch passes are accumulated per step
     num_beams: int  # 4: the paper's beam search; 1: greedy
     eval_batch_size: int  # lm-eval's --batch_size
     merge: bool  # also merge each adapter and score the merged models ('dora merge')
     groups: tuple[str, ...]  # the lm-eval groups scored
+    budget_minutes: float | None = None  # the wall time the run should hold on 2 idle CPU cores; checked at the end
     seed: int = 0
 
     def describe_training(self) -> str:
-        return f"{self.max_steps} steps of {self.batch_size} records, learning rate {self.learning_rate:g}"
+        passes = ""
+        if self.micro_batch != self.batch_size:
+            passes = f" ({self.batch_size // self.micro_batch} accumulated passes of {self.micro_batch})"
+        return f"{self.max_steps} steps of {self.batch_size} records{passes}, learning rate {self.learning_rate:g}"
 
     def describe_scoring(self) -> str:
         items = "all 40" if self.limit is None else str(self.limit)
@@ -43,22 +49,26 @@ class Settings:
         return TINY_EXPLANATION if self.tiny else REAL_EXPLANATION
 
 
-# The real model: a 135M-parameter model on two CPU cores. A training step of 4 records costs ~5-10 s of CPU
-# there, a generated answer ~1 s (greedy; the paper's 4 beams cost ~4x the prefill), an option's log-likelihood
-# ~0.7 s: so ~100 training records per adapter, 15 generated answers and 8 option-text items per benchmark and
-# model. See docs/demo.md for the measurements.
+# The real model: a 135M-parameter model on a CPU. Measured on one thread (CPU time, docs/demo.md): a training step of
+# 4 records ~5.3 s (7 s with the 4 padded to the longest), a generated answer ~0.4-0.55 s (greedy; the paper's 4 beams
+# cost ~4x the prefill), an option-text item ~1.2 s (a forward pass per option): so ~100 training records per adapter,
+# 15 generated answers and 8 option-text items per benchmark and model.
 REAL = Settings(
     tiny=False,
     max_steps=24,
     limit=15,
     text_limit=8,
     checkpoints=4,
-    learning_rate=1e-3,  # a short run: the paper's 2e-4 is for three epochs of 170k records
+    # Of three settings tried on 60 held-out TRAINING records (docs/demo.md), 1e-3 (24 x 4 or 48 x 2 records) answered
+    # one constant label on 7 and 8 of the 8 benchmarks, 3e-4 (24 x 4) on 3 of 8; all three left 0 answers unread.
+    learning_rate=3e-4,
     batch_size=4,
+    micro_batch=1,  # one record per pass: no padding (4 random records padded to the longest: 37% more tokens)
     num_beams=1,
     eval_batch_size=16,
     merge=False,
     groups=(GENERATION, OPTION_TEXT),
+    budget_minutes=15,
 )
 TINY = Settings(
     tiny=True,
@@ -68,6 +78,7 @@ TINY = Settings(
     checkpoints=6,
     learning_rate=5e-3,  # a tiny random model needs far more than the paper's 2e-4
     batch_size=8,
+    micro_batch=8,
     num_beams=4,
     eval_batch_size=32,
     merge=True,
@@ -81,6 +92,7 @@ QUICK = Settings(
     checkpoints=2,
     learning_rate=5e-3,
     batch_size=8,
+    micro_batch=8,
     num_beams=4,
     eval_batch_size=32,
     merge=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dora_plugins.cli.demo_clock import Clock
 from dora_plugins.cli.demo_settings import OPTION_TEXT, Settings
 
 
@@ -24,12 +25,7 @@ class Plan:
 
 def make_base(plan: Plan, workdir: Path, model: str | None, train_file: Path, eval_dir: Path) -> Path:
     """Step 1: the tiny model built into ``workdir/base`` (``model`` None), or the real one pulled once and reused."""
-    import torch
-
     if model is None:
-        # A 0.1M-parameter model is fastest on one thread: more only add synchronisation, and on a
-        # shared CPU they wait for each other (15x slower per step, measured on 2 busy cores).
-        torch.set_num_threads(1)
         plan.step("Building a tiny LLaMA model and a tokenizer locally (nothing is downloaded)")
         base = workdir / "base"
         build_tiny_base(str(base), train_file, eval_dir)
@@ -70,8 +66,8 @@ def train(base: Path, output: Path, preset: str, settings: Settings, train_file:
         # default) trains on the whole text.
         "--train_on_inputs", "false",
         "--max_steps", str(settings.max_steps),
-        "--per_device_train_batch_size", str(settings.batch_size),
-        "--gradient_accumulation_steps", "1",
+        "--per_device_train_batch_size", str(settings.micro_batch),
+        "--gradient_accumulation_steps", str(settings.batch_size // settings.micro_batch),
         "--learning_rate", str(settings.learning_rate),
         "--lr_scheduler_type", "linear",
         "--warmup_steps", str(max(1, settings.max_steps // 20)),
@@ -107,7 +103,9 @@ def merge(base: Path, workdir: Path, methods: list[tuple[str, str]]) -> dict[str
     return merged
 
 
-def evaluate(models: dict[str, tuple[Path, Path | None]], settings: Settings, eval_dir: Path) -> dict[str, dict]:
+def evaluate(
+    models: dict[str, tuple[Path, Path | None]], settings: Settings, eval_dir: Path, clock: Clock
+) -> dict[str, dict]:
     """lm-eval's ``evaluate`` of each (base, adapter) on the settings' groups, the bundled items as ``data_dir``.
 
     The stock path of ``lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER``: ``HFLM`` loads the adapter
@@ -133,14 +131,17 @@ def evaluate(models: dict[str, tuple[Path, Path | None]], settings: Settings, ev
         print(f"{label}:", flush=True)
         torch.manual_seed(settings.seed)
         peft = {"peft": str(adapter)} if adapter is not None else {}
-        lm = HFLM(pretrained=str(pretrained), dtype="float32", batch_size=settings.eval_batch_size, device=device,
-                  **peft)  # fmt: skip
+        name = label.split(" (")[0]
+        with clock.phase(f"load {name}"):
+            lm = HFLM(pretrained=str(pretrained), dtype="float32", batch_size=settings.eval_batch_size,
+                      device=device, **peft)  # fmt: skip
         results[label] = {}
         for group in settings.groups:  # one lm-eval run per group: each has its own number of items
             task_dict = get_task_dict([group], tasks)
             _set_generation(task_dict, {"num_beams": settings.num_beams})
             limit = settings.text_limit if group == OPTION_TEXT else settings.limit
-            _merge(results[label], lm_evaluate(lm, task_dict, limit=limit))
+            with clock.phase(f"score {name}: {'option text' if group == OPTION_TEXT else 'generation'}"):
+                _merge(results[label], lm_evaluate(lm, task_dict, limit=limit))
         del lm
     return results
 
