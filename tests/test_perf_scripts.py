@@ -148,10 +148,12 @@ def test_matrix_quick_writes_every_row_and_compares_two_runs(tmp_path, capsys):
     text = page.read_text()
     assert text.startswith("# Performance\n\nprose kept\n") and matrix_report.BEGIN in text
     assert text.count("| tiny |") == len(results["rows"])
-    # a second render of the same JSON replaces the section instead of appending another
+    # a render with --compare adds the comparison to the section; one without replaces the section again
     assert matrix.main(["--render", str(first), "--compare", str(first), "--markdown", str(page)]) == 0
-    assert page.read_text() == text
     assert "(+0.000)" in capsys.readouterr().out
+    assert page.read_text().count("| +0.000 |") == 2 * (len(results["rows"]) + len(eager))  # time and saved ratios
+    assert matrix.main(["--render", str(first), "--markdown", str(page)]) == 0
+    assert page.read_text() == text
 
 
 def test_matrix_ratios_are_taken_per_repetition_and_judged_on_the_median():
