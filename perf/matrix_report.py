@@ -181,9 +181,7 @@ def markdown(results: dict, old: dict | None = None) -> str:
     body = "\n".join("| " + " | ".join(cells(row)) + " |" for row in results["rows"])
     text = f"{_header(results['meta'])}.\n\n{head}\n{body}\n"
     if old:
-        text += f"\nAgainst commit {old['meta']['commit']} ({_header(old['meta'])}):\n\n" + markdown_comparison(
-            old, results
-        )
+        text += f"\nAgainst {_header(old['meta'])}:\n\n" + markdown_comparison(old, results)
     return text
 
 
