@@ -1,12 +1,16 @@
-"""Reuse of DoRA's per-layer constants where the weights cannot change: inside one ``generate()`` call.
+"""Reuse of DoRA's per-layer constants where the weights cannot change: inside ``generate()`` and lm-eval's requests.
 
 A DoRA layer's output needs ``g = m / ||W0 + s B A||``, which reads all of ``W0``. Once per training
 step that costs a few percent; once per generated token it costs more than the layer itself. Inside
-:func:`inference_cache` (and every transformers ``generate()`` runs inside it once dora-plugins'
-layer is in use) a layer in eval mode without gradients computes ``g``, ``s g B`` and ``(1 - g) bias``
-once and reuses them; on leaving the block they are dropped. Outside, nothing is cached, so every
-change to the weights (in place, through ``.data``, by a load or an optimizer step) is always seen:
-the price of the cache is the promise not to change weights inside the block.
+:func:`inference_cache` a layer in eval mode without gradients computes ``g``, ``s g B`` and
+``(1 - g) bias`` once and reuses them; on leaving the block they are dropped. Once dora-plugins' layer
+is in use, every transformers ``generate()`` runs inside the block, and so do lm-eval's requests
+(``HFLM.generate_until``, ``loglikelihood`` and ``loglikelihood_rolling``, which call ``generate()`` or
+the model once per batch and never change a weight): one norm per layer for the whole run instead of
+one per batch. lm-eval is patched by name when it loads (:class:`LmEvalHook`), never imported here.
+Outside, nothing is cached, so every change to the weights (in place, through ``.data``, by a load or
+an optimizer step) is always seen: the price of the cache is the promise not to change weights inside
+the block.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .import_hooks import AfterImport
 
 _holders: contextvars.ContextVar[list[nn.Module] | None] = contextvars.ContextVar("dora_inference", default=None)
 _CACHE = "_dora_inference_cache"
@@ -75,3 +81,35 @@ def install_generate_hook() -> None:
     generate_with_cache._dora_plugins = True  # type: ignore[attr-defined]
     # Patched on the class: lm-eval, TRL and users call generate() on models we never see built.
     GenerationMixin.generate = generate_with_cache  # type: ignore[method-assign]
+    LmEvalHook.arm()
+
+
+LM_EVAL_MODULE = "lm_eval.models.huggingface"
+LM_EVAL_REQUESTS = ("generate_until", "loglikelihood", "loglikelihood_rolling")
+
+
+class LmEvalHook(AfterImport):
+    """Runs lm-eval's ``HFLM`` request methods (:data:`LM_EVAL_REQUESTS`) inside :func:`inference_cache`.
+
+    Armed by the first DoRA layer built; patches ``HFLM`` when ``lm_eval.models.huggingface`` has loaded (or now,
+    if it has), so nothing of lm-eval is imported for it.
+    """
+
+    names = frozenset({LM_EVAL_MODULE})
+
+    def loaded(self, name: str, module) -> None:
+        model_class = getattr(module, "HFLM", None)
+        for method_name in LM_EVAL_REQUESTS:
+            method = getattr(model_class, method_name, None)
+            if callable(method) and not getattr(method, "_dora_plugins", False):
+                setattr(model_class, method_name, _within_cache(method))
+
+
+def _within_cache(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def within_cache(self, *args, **kwargs):
+        with inference_cache():
+            return method(self, *args, **kwargs)
+
+    within_cache._dora_plugins = True  # type: ignore[attr-defined]
+    return within_cache

@@ -19,6 +19,7 @@ on CUDA.
     python -m perf.matrix --output new.json --compare old.json     # the ratio changes between two commits
     python -m perf.matrix --workloads smollm2-135m --no-compile
     python -m perf.matrix --render new.json --markdown docs/performance.md   # regenerate the page's tables
+    python -m perf.matrix --render a.json b.json --compare old_a.json old_b.json   # runs made in parts, merged
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, help="tokens per sequence, for every workload")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend (eager: quick)")
     parser.add_argument("--no-generate", dest="generate", action="store_false", help="training steps only")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="generation only")
     parser.add_argument("--no-peak-memory", dest="peak_memory", action="store_false", help="saved activations only")
     parser.add_argument("--quick", action="store_true", help="CI: the tiny workload, one repetition of one step")
     parser.add_argument("--device", default="cpu")
@@ -88,8 +90,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=workload.CLOCKS, help="default: cpu on the CPU, cuda (events) on CUDA")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON")
-    parser.add_argument("--compare", type=Path, help="a JSON of an earlier run: print the ratio changes")
-    parser.add_argument("--render", type=Path, help="measure nothing: print (and --markdown) this JSON")
+    parser.add_argument(
+        "--compare", type=Path, nargs="+", help="the JSON of an earlier run (or its parts): print the ratio changes"
+    )
+    parser.add_argument(
+        "--render", type=Path, nargs="+", help="measure nothing: print (and --markdown) this JSON, or its parts"
+    )
     parser.add_argument("--markdown", type=Path, help="rewrite the generated section of this Markdown page")
     args = parser.parse_args(argv)
     if args.quick:
@@ -242,7 +248,7 @@ def measure(args: argparse.Namespace) -> dict:
     for name in args.workloads:
         base, _ = build_base(args, name)
         for compiled in (True,) if args.compiled_only else (False, True) if args.compile else (False,):
-            for dropout in dropouts:
+            for dropout in dropouts if args.train else []:
                 new = train_rows(args, name, base, dropout, compiled)
                 rows += _progress(new)
         if args.generate:
@@ -263,7 +269,7 @@ def _progress(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.render:
-        results = json.loads(args.render.read_text())
+        results = matrix_report.merge([json.loads(path.read_text()) for path in args.render])
     else:
         workload.setup(args)
         print(f"matrix: {' '.join(args.workloads)}; modes {' '.join(args.modes)}; {args.clock} clock", flush=True)
@@ -271,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     print(matrix_report.table(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
-    if args.compare:
-        print(matrix_report.compare(json.loads(args.compare.read_text()), results))
+    old = matrix_report.merge([json.loads(path.read_text()) for path in args.compare]) if args.compare else None
+    if old:
+        print(matrix_report.compare(old, results))
     if args.markdown:
-        matrix_report.write_markdown(args.markdown, results)
+        matrix_report.write_markdown(args.markdown, results, old)
     return 0
 
 

@@ -7,6 +7,7 @@ A ratio is computed per repetition (both times from the same interleaved repetit
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import platform
 import statistics
@@ -23,6 +24,7 @@ TARGETS = {
     ("generate", "beams4"): {"time ours/lora": 1.05},
 }
 RATIOS = ("ours/lora", "ours/peft_dora")
+SETTINGS = ("repetitions", "steps", "clock", "threads", "dtype")  # what parts of one merged run may differ in
 BEGIN, END = "<!-- perf.matrix: begin (generated, do not edit) -->", "<!-- perf.matrix: end -->"
 
 
@@ -107,36 +109,86 @@ def _header(m: dict) -> str:
         f"commit {m['commit']} on {m['device']} ({m['dtype']}, {m['threads']} thread(s),"
         f" {m['clock']} clock{compile_note});"
         f" {m['repetitions']} repetition(s) of {m['steps']} interleaved step(s): median ratio [lowest-highest]"
+        + (f"; merged from {m['parts']} runs" if m.get("parts") else "")
+        + "".join(f"; a part with {', '.join(f'{k} {v}' for k, v in part.items())}" for part in m.get("settings", []))
     )
 
 
-def compare(old: dict, new: dict) -> str:
-    """Median ratios of two runs side by side, row by row, with the change."""
-    key = lambda row: (row["workload"], row["kind"], row["mode"], row["compiled"])  # noqa: E731
-    before = {key(row): ratios(row) for row in old["rows"]}
-    lines = [f"compare: old {old['meta']['commit']} -> new {new['meta']['commit']} (median ratios)"]
+def merge(parts: list[dict]) -> dict:
+    """One result from runs of the same commit made in parts (workload by workload, eager and compiled apart).
+
+    The header is the first part's (with the compile backend of a part that compiled); a part measured with
+    other repetitions, steps, clock, threads or dtype is listed in ``meta["settings"]``.
+    """
+    commits = {part["meta"]["commit"] for part in parts}
+    if len(commits) > 1:
+        raise SystemExit(f"perf.matrix: the runs to merge measured different commits ({', '.join(sorted(commits))}).")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]["meta"]
+    backends = [part["meta"]["compile_backend"] for part in parts if part["meta"].get("compile_backend")]
+    meta = {**first, "parts": len(parts), "compile_backend": backends[0] if backends else None}
+    other = [{key: part["meta"][key] for key in SETTINGS} for part in parts]
+    other = [values for values in other if any(values[key] != first[key] for key in SETTINGS)]
+    if other:
+        meta["settings"] = list({json.dumps(values, sort_keys=True): values for values in other}.values())
+    return {"meta": meta, "rows": [row for part in parts for row in part["rows"]]}
+
+
+def _key(row: dict) -> tuple:
+    return row["workload"], row["kind"], row["mode"], row["compiled"]
+
+
+def _label(row: dict) -> str:
+    return " ".join(str(part) for part in _key(row)).replace("True", "compiled").replace("False", "eager")
+
+
+def comparison(old: dict, new: dict) -> list[tuple[dict, str, list[float], list[float]]]:
+    """``(row, ratio name, old values, new values)`` for every ratio both runs measured."""
+    before = {_key(row): ratios(row) for row in old["rows"]}
+    pairs = []
     for row in new["rows"]:
-        if key(row) not in before:
-            continue
-        label = " ".join(str(part) for part in key(row)).replace("True", "compiled").replace("False", "eager")
         for name, values in ratios(row).items():
-            if name in before[key(row)]:
-                a, b = statistics.median(before[key(row)][name]), statistics.median(values)
-                lines.append(f"{label:<40}{name:<22}{a:7.3f} -> {b:7.3f}  ({b - a:+.3f})")
+            if name in before.get(_key(row), {}):
+                pairs.append((row, name, before[_key(row)][name], values))
+    return pairs
+
+
+def compare(old: dict, new: dict) -> str:
+    """Ratios of two runs side by side, row by row: median [lowest-highest] of each, and the change of median."""
+    lines = [f"compare: old {old['meta']['commit']} -> new {new['meta']['commit']} (median [lowest-highest])"]
+    for row, name, a, b in comparison(old, new):
+        change = statistics.median(b) - statistics.median(a)
+        lines.append(f"{_label(row):<40}{name:<22}{spread(a):>22} -> {spread(b):<22}({change:+.3f})")
     return "\n".join(lines)
 
 
-def markdown(results: dict) -> str:
-    """The generated section: how the run was made, and the table."""
+def markdown_comparison(old: dict, new: dict) -> str:
+    """The comparison as a Markdown table."""
+    a_commit, b_commit = old["meta"]["commit"], new["meta"]["commit"]
+    head = f"| workload | kind | mode | compiled | ratio | {a_commit} | {b_commit} | change |\n|" + "---|" * 8
+    body = [
+        f"| {row['workload']} | {row['kind']} | {row['mode']} | {'yes' if row['compiled'] else 'no'} | {name}"
+        f" | {spread(a)} | {spread(b)} | {statistics.median(b) - statistics.median(a):+.3f} |"
+        for row, name, a, b in comparison(old, new)
+    ]
+    return "\n".join([head, *body]) + "\n"
+
+
+def markdown(results: dict, old: dict | None = None) -> str:
+    """The generated section: how the run was made, the table, and the comparison with ``old`` if given."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
     body = "\n".join("| " + " | ".join(cells(row)) + " |" for row in results["rows"])
-    return f"{_header(results['meta'])}.\n\n{head}\n{body}\n"
+    text = f"{_header(results['meta'])}.\n\n{head}\n{body}\n"
+    if old:
+        text += f"\nAgainst {_header(old['meta'])}:\n\n" + markdown_comparison(old, results)
+    return text
 
 
-def write_markdown(page: Path, results: dict) -> None:
+def write_markdown(page: Path, results: dict, old: dict | None = None) -> None:
     """Replace what lies between the page's BEGIN and END markers (appended with them where absent)."""
     text = page.read_text() if page.exists() else ""
-    section = f"{BEGIN}\n{markdown(results)}{END}"
+    section = f"{BEGIN}\n{markdown(results, old)}{END}"
     if BEGIN in text and END in text:
         start, end = text.index(BEGIN), text.index(END) + len(END)
         text = text[:start] + section + text[end:]

@@ -13,6 +13,7 @@ import copy
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -96,15 +97,23 @@ def _pretrained(args: argparse.Namespace):
     """The real model ``args.model`` (a ``dora pull`` name or a folder); sets args.hidden, layers and vocab."""
     from transformers import AutoModelForCausalLM
 
-    from dora_plugins.pull import resolve_model
-
-    folder = resolve_model(args.model)
+    folder = _model_folder(args.model)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, args.dtype)).to(args.device)
     config = model.config
     args.hidden, args.layers, args.vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
     if args.bits:
         return _quantized_copies(model, args)
     return model.eval()
+
+
+def _model_folder(name: str) -> str:
+    """``dora pull``'s folder for ``name`` (or ``name`` itself), also under a commit from before ``dora pull``."""
+    try:
+        from dora_plugins.pull import resolve_model
+    except ImportError:  # perf.matrix measuring an older commit's layer (PYTHONPATH=OLD_CHECKOUT:.)
+        folder = Path(os.environ.get("DORA_PLUGINS_CACHE", "~/.cache/dora-plugins")).expanduser() / "models" / name
+        return str(folder) if folder.is_dir() else name
+    return resolve_model(name)
 
 
 def _quantized_copies(model, args: argparse.Namespace):

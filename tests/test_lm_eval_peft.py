@@ -90,3 +90,31 @@ def test_greedy_generations_routed_equal_stock_and_lora_loads_as_before(models, 
     stock, stock_q = generate_until(models, adapter, False, contexts, greedy)
     assert isinstance(routed_q, DoraLinear) == (adapter == "dora") and not isinstance(stock_q, DoraLinear)
     assert routed == stock
+
+
+def test_lm_eval_requests_compute_each_norm_once_per_call_with_the_same_answers(models, monkeypatch):
+    """HFLM's request methods run inside the inference cache: one norm per DoRA layer for a whole call (not one
+    per request), with the answers and log-likelihoods of one call per request."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from dora_plugins import dora
+
+    route_peft(True)
+    lm = HFLM(pretrained=str(models / "model"), peft=str(models / "dora"), dtype="float32", device="cpu", batch_size=1)
+    layers = sum(isinstance(module, DoraLinear) for module in lm.model.modules())
+    norms = []
+    real_norm = dora.weight_norm
+    monkeypatch.setattr(dora, "weight_norm", lambda *args, **kwargs: norms.append(1) or real_norm(*args, **kwargs))
+    items = json.loads((DATA_DIR / "piqa" / "test.json").read_text())[:3]
+    contexts = [eval_prompt(item["instruction"]) for item in items]
+    greedy = {"until": ["\n\n"], "max_gen_toks": 6, "do_sample": False}
+    generations = [Instance("generate_until", {}, (c, dict(greedy)), i) for i, c in enumerate(contexts)]
+    scores = [Instance("loglikelihood", {}, (c, " yes"), i) for i, c in enumerate(contexts)]
+    for method, requests in (("generate_until", generations), ("loglikelihood", scores)):
+        norms.clear()
+        together = getattr(lm, method)(requests, disable_tqdm=True)
+        assert len(norms) == layers > 0, method
+        apart = [getattr(lm, method)([request], disable_tqdm=True)[0] for request in requests]
+        assert len(norms) == layers * (1 + len(requests)), method
+        assert together == apart, method

@@ -148,10 +148,12 @@ def test_matrix_quick_writes_every_row_and_compares_two_runs(tmp_path, capsys):
     text = page.read_text()
     assert text.startswith("# Performance\n\nprose kept\n") and matrix_report.BEGIN in text
     assert text.count("| tiny |") == len(results["rows"])
-    # a second render of the same JSON replaces the section instead of appending another
+    # a render with --compare adds the comparison to the section; one without replaces the section again
     assert matrix.main(["--render", str(first), "--compare", str(first), "--markdown", str(page)]) == 0
-    assert page.read_text() == text
     assert "(+0.000)" in capsys.readouterr().out
+    assert page.read_text().count("| +0.000 |") == 2 * (len(results["rows"]) + len(eager))  # time and saved ratios
+    assert matrix.main(["--render", str(first), "--markdown", str(page)]) == 0
+    assert page.read_text() == text
 
 
 def test_matrix_ratios_are_taken_per_repetition_and_judged_on_the_median():
@@ -162,6 +164,44 @@ def test_matrix_ratios_are_taken_per_repetition_and_judged_on_the_median():
     assert matrix_report.verdict(row) == "NOT met: time ours/lora"
     row["seconds"]["ours"] = [1.0, 2.0, 1.04]
     assert matrix_report.verdict(row) == "met"
+
+
+def test_matrix_runs_made_in_parts_merge_and_compare_side_by_side(tmp_path, capsys):
+    """--render and --compare take the parts of a run (workload by workload); both sides go into the page."""
+
+    def part(commit: str, workload: str, ours: list[float], compiled: bool = False) -> dict:
+        backend = "inductor" if compiled else None
+        meta = {"commit": commit, "date": "d", "device": "cpu", "dtype": "float32", "clock": "cpu", "threads": 1,
+                "repetitions": 3, "steps": 1, "compile_backend": backend, "torch": "t"}  # fmt: skip
+        row = {"workload": workload, "kind": "train", "mode": "dropout0", "compiled": compiled, "memory_mib": {},
+               "seconds": {"lora": [1.0, 1.0, 1.0], "peft_dora": [2.0, 2.0, 2.0], "ours": ours}}  # fmt: skip
+        return {"meta": meta, "rows": [row]}
+
+    paths = {}
+    for name, results in {
+        "old_a": part("aaa", "w1", [1.1, 1.2, 1.3]),
+        "old_b": part("aaa", "w2", [1.0, 1.0, 1.0], compiled=True),
+        "new_a": part("bbb", "w1", [1.0, 1.02, 1.04]),
+        "new_b": part("bbb", "w2", [1.1, 1.1, 1.1], compiled=True),
+        "other": part("ccc", "w3", [1.0, 1.0, 1.0]),
+    }.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(results))
+    page = tmp_path / "page.md"
+    argv = ["--render", str(paths["new_a"]), str(paths["new_b"]), "--compare", str(paths["old_a"]), str(paths["old_b"])]
+    assert matrix.main([*argv, "--markdown", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "commit bbb" in out and "merged from 2 runs" in out and "compiled with inductor" in out
+    assert "1.200 [1.100-1.300] -> 1.020 [1.000-1.040]" in out and "(-0.180)" in out and "(+0.100)" in out
+    text = page.read_text()
+    assert (
+        "| w1 | train | dropout0 | no | time ours/lora | 1.200 [1.100-1.300] | 1.020 [1.000-1.040] | -0.180 |" in text
+    )
+    assert (
+        "| w2 | train | dropout0 | yes | time ours/lora | 1.000 [1.000-1.000] | 1.100 [1.100-1.100] | +0.100 |" in text
+    )
+    with pytest.raises(SystemExit, match="different commits"):
+        matrix.main(["--render", str(paths["new_a"]), str(paths["other"])])
 
 
 @pytest.mark.slow
