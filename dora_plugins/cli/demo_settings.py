@@ -7,7 +7,7 @@ under 11 minutes. Both adapters always get the same settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GENERATION = "dora_commonsense"  # the paper's protocol: generate, extract the label
 OPTION_TEXT = "dora_commonsense_text"  # log-likelihood of each option's text, as lm-eval's arc_easy / piqa
@@ -84,20 +84,7 @@ TINY = Settings(
     merge=True,
     groups=(GENERATION,),
 )
-QUICK = Settings(
-    tiny=True,
-    max_steps=10,
-    limit=4,
-    text_limit=None,
-    checkpoints=2,
-    learning_rate=5e-3,
-    batch_size=8,
-    micro_batch=8,
-    num_beams=4,
-    eval_batch_size=32,
-    merge=True,
-    groups=(GENERATION,),
-)
+QUICK = replace(TINY, max_steps=10, limit=4, checkpoints=2)  # the tiny demo, shortened for CI and smoke tests
 
 TINY_EXPLANATION = """
 A 0.1M-parameter model trained for a few minutes learns the answer format ('the correct answer is <label>',
