@@ -168,6 +168,32 @@ def _from_text(
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
 
 
+def _second_look(
+    response: str, mentions: list[Mention], labels: tuple[str, ...], decided: tuple[str, str, Mention | None] | None
+) -> tuple[str, str, Mention | None] | None:
+    """A short response's label decision, checked against the forms a label can hide in (None: no label answers)."""
+    if decided is None or len(response) > TEXT_LIMIT:
+        return decided
+    boolq = labels == ("true", "false")
+    bare = not any(m.explicit and m.label and not m.echo and not m.negated for m in mentions)
+    if bare and decided[1] in (LABEL, CONTRADICTION):
+        # bare labels inside a restated question are the question's words: "Question: is it true that"
+        masked = answer_forms.without_questions(response, copies_only=True)
+        kept = [m for m in mentions if masked[m.start : m.end].strip()]
+        if boolq:  # "a true story", "the false alarm": an adjective, no verdict
+            kept = [m for m in kept if not _ARTICLE_BEFORE.search(response, max(0, m.start - 5), m.start)]
+        decided = answer_labels.decide(response, kept)
+        if decided is None:
+            return None
+    if decided[1] == LABEL and boolq:
+        said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
+        if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:
+            return "", CONTRADICTION, None
+    if decided[0] and decided[2] is not None:
+        return _outside_list(response, decided)
+    return decided
+
+
 def _outside_list(response: str, decided: tuple[str, str, Mention | None]) -> tuple[str, str, Mention | None]:
     """The label unless it lies in an entry of a list that no later statement picks from: ``1. The answer to the
     question "..." is option 1. 2. The answer``, ``1. The answer is True 2. The answer is True`` (an enumeration)."""
@@ -242,21 +268,7 @@ def _read(text: str, benchmark: str, options: Sequence[object] | None) -> _Readi
     mentions = answer_labels.mentions(response, labels, in_range)
     if mentions is None:
         return _Reading("", GARBAGE, None, source, None, echoed)
-    decided = answer_labels.decide(response, mentions)
-    bare = not any(m.explicit and m.label and not m.echo and not m.negated for m in mentions)
-    if decided is not None and bare and decided[1] in (LABEL, CONTRADICTION) and len(response) <= TEXT_LIMIT:
-        # bare labels inside a restated question are the question's words: "Question: is it true that"
-        masked = answer_forms.without_questions(response, copies_only=True)
-        kept = [m for m in mentions if masked[m.start : m.end].strip()]
-        if labels == ("true", "false"):  # "a true story", "the false alarm": an adjective, no verdict
-            kept = [m for m in kept if not _ARTICLE_BEFORE.search(response, max(0, m.start - 5), m.start)]
-        decided = answer_labels.decide(response, kept)
-    if decided is not None and decided[1] == LABEL and labels == ("true", "false") and len(response) <= TEXT_LIMIT:
-        said = answer_forms.yes_no(response)  # "1. Yes. False.": a bare label that a yes/no contradicts
-        if said and said[0] and ("true" if said[0] == "yes" else "false") != decided[0]:
-            decided = ("", CONTRADICTION, None)
-    if decided is not None and decided[0] and decided[2] is not None and len(response) <= TEXT_LIMIT:
-        decided = _outside_list(response, decided)
+    decided = _second_look(response, mentions, labels, answer_labels.decide(response, mentions))
     if decided is not None:
         label, rule, mention = decided
         span = (mention.start, mention.end) if mention else None
