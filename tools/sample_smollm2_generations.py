@@ -46,6 +46,8 @@ learning rate 3e-4, checkpoints every 6 steps) at every checkpoint:
     python tools/sample_smollm2_generations.py --data ../shared/data --source base --per-benchmark 204 --output X
     python tools/sample_smollm2_generations.py --data ../shared/data --source demo2-lora@6 \\
         --adapter demo/lora/checkpoint-6 --per-benchmark 4 --output Y    # also @12, @18, @24 and demo2-dora@...
+
+Round eleven, the same way: ``--per-benchmark 244`` for the base model and 8 for each adapter checkpoint.
 """
 
 from __future__ import annotations
