@@ -97,14 +97,44 @@ def pick(response: str, start: int) -> int | None:
     return entry.end() if entry else found.end()
 
 
+_BARE_NUMBER = re.compile(r"[ \t]{0,3}(\d{1,2})(?![\w.)])")  # "The answer is: 1" (not "1. Yes", which quotes it)
+_ASKED = re.compile(r"\?[ \t\"']{0,3}(?:\n|$)")  # the end of a question's line
+
+
+def picked_entry(response: str, start: int, picked: int) -> tuple[int, int] | None:
+    """The span of entry k of the list at ``start`` when the statement at ``picked`` names it by its bare number
+    (``1. Yes 2. No ... The answer is: 1``); None when it does not."""
+    number = _BARE_NUMBER.match(response, picked)
+    if number is None:
+        return None
+    marks = [m for _, m in zip(range(MAX_MARKS), _NUMBER_MARK.finditer(response, start, picked), strict=False)]
+    for at, mark in enumerate(marks):
+        if mark.group(1) == number.group(1):
+            line_end = response.find("\n", mark.end())
+            ends = [e for e in (line_end, marks[at + 1].start() if at + 1 < len(marks) else -1) if e >= 0]
+            return mark.end(), min(ends, default=picked)
+    return None
+
+
+def answered_question(response: str, start: int) -> int | None:
+    """Where the answer to a question restated after the list at ``start`` begins (``1. Yes 2. No  Question: Is
+    it ...?  Yes.``), when no other list follows the question; None otherwise."""
+    asked = _ASKED.search(response, start)
+    if asked is None or enumeration(response[asked.end() :]) is not None:
+        return None
+    return None if _NUMBER_MARK.search(response, asked.end()) else asked.end()
+
+
 # yes/no then punctuation or the end: "Yes, it is", "No." (not "no answer", "no one", "yes or no")
 _YES_NO = r"(yes|no)(?=[ \t]{0,2}(?:[,.!;:\"')\n]|$))"
-_YES_NO_OPENING = re.compile(r"(?:^|(?<=[.!?\n]))[\s\"'*(:]{0,400}" + _YES_NO)  # opening the response or a sentence
-# "Yes, I can answer ...", "Yes, I will help": a yes to the request to answer, not to the question
+# opening the response, a sentence or a one-entry list ("1) no")
+_YES_NO_OPENING = re.compile(r"(?:^|(?<=[.!?\n]))[\s\"'*(:]{0,400}(?:\d{1,2}\)[ \t]{1,3})?" + _YES_NO)
+# "Yes, I can answer ...", "Yes, I will help": a yes to the request to answer, not to the question; "Yes, I" that
+# the token limit cut has not said to what yet
 _TO_THE_REQUEST = re.compile(
-    r"[ \t]{0,2}[,.!]?[ \t]{0,3}i(?:'ll|[ \t]{1,3}(?:can|will|would|am|could))[ \t]{1,3}"
+    r"[ \t]{0,2}[,.!]?[ \t]{0,3}i(?:(?:'ll|[ \t]{1,3}(?:can|will|would|am|could))[ \t]{1,3}"
     r"(?:(?:be[ \t]{1,3}(?:happy|glad|ready)[ \t]{1,3}to|try[ \t]{1,3}to|going[ \t]{1,3}to)[ \t]{1,3})?"
-    r"(?:answer|help|assist|ready|here)"
+    r"(?:answer|help|assist|ready|here)|\s*$)"
 )
 _YES_NO_AFTER_CUE = re.compile(r"[\s\"'*(:]{0,6}" + _YES_NO)
 _ANSWER_CUE = re.compile(
@@ -113,8 +143,9 @@ _ANSWER_CUE = re.compile(
 )
 _QUOTED_QUESTION = re.compile(r"question[ \t]{0,3}:?[ \t]{0,3}([\"“])")
 # "Question: ..." and the instruction's own lead-ins ("... to the question: ...", "... the given sentence: ..."):
-# what follows on the line is a copy of the question (WinoGrande's and HellaSwag's instructions end "sentence:").
-_QUESTION_LINE = re.compile(r"(?:question|given[ \t]sentence)[ \t]{0,3}:[^\n]*")
+# what follows on the line, up to an "Answer:" there, is a copy of the question (WinoGrande's and HellaSwag's
+# instructions end "sentence:"; "Question: Why ...? Answer: <option>" answers on the question's line).
+_QUESTION_LINE = re.compile(r"(?:question|given[ \t]sentence)[ \t]{0,3}:(?:(?!answer[ \t]{0,3}:)[^\n])*")
 _LINE_OPENING = re.compile(r"[ \t\"'*#]{0,24}(?:\d{1,2}[.)][ \t]{0,3})?")  # before "Question:" opening a line
 
 

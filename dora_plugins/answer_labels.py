@@ -34,6 +34,7 @@ _RIGHT_WORDS = ("correct", "right", "best")
 _NEGATION = re.compile(r"(?:\bnot|n't)\s{1,3}(?:the\s{1,3})?$")
 _STATED = re.compile(r"\bis\s{1,3}$")
 _LIST_JOINER = re.compile(r"\s{0,3}(?:,|/|&|\bor\b|\band\b)\s{0,3}[\"'*]{0,2}$")
+_EITHER = re.compile(r"\beither[ \t]{1,3}$")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _LOOKBACK = 40  # characters before a mention that the cue / negation / list checks may look at
 _LIST_LIMIT = 2000  # characters: only a short response is looked at as a list
@@ -195,6 +196,8 @@ def decide(response: str, mentions: list[Mention]) -> tuple[str, str, Mention | 
     """(label, rule, deciding mention) from the labels alone; ("", rule, None) when they refuse; None when they
     state nothing (every label is an echo, out of range or negated, or there is none)."""
     usable = [m for m in mentions if not m.echo and not m.negated and m.label]
+    if any(_EITHER.search(response, max(0, m.start - 12), m.start) for m in usable):
+        return "", CONTRADICTION, None  # "either option 1 or option 2": a hedge, also when the second is cut off
     explicit = [m for m in usable if m.explicit]
     if explicit:
         if any(_joined_to_next(response, mentions, mentions.index(m)) for m in explicit):

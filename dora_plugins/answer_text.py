@@ -227,15 +227,20 @@ def is_statement(response: str, occurrence: Occurrence, option: str, label_start
         return False
     if len([w for w in _words(option) if w not in _ARTICLES]) > 1:
         return True
-    after = response[occurrence.end : occurrence.end + 40]
-    if _ENDS_SENTENCE.match(after) or occurrence.end + len(after) - len(after.lstrip()) in label_starts:
+    written = option.rstrip()
+    unit = written[len(written.rstrip("%°")) :]  # "50%": the option's "%" is no word but part of its text
+    end = occurrence.end + len(unit) if response.startswith(unit, occurrence.end) else occurrence.end
+    after = response[end : end + 40]
+    if _ENDS_SENTENCE.match(after) or end + len(after) - len(after.lstrip()) in label_starts:
         return True
     return not response[: occurrence.start].strip(" \"'*([") and bool(_OPENER_END.match(after))
 
 
-def recites(response: str) -> bool:
-    """True when the response lists options under numbers (``1: ...``, ``Answer2: ...``), as the prompt does."""
-    return bool(_LISTED.search(response))
+def recital(response: str) -> int | None:
+    """Where the response starts listing options under numbers (``1: ...``, ``Answer2: ...``), as the prompt does;
+    None if it does not."""
+    listed = _LISTED.search(response)
+    return listed.start() if listed else None
 
 
 def _in_question(response: str, occurrence: Occurrence) -> bool:

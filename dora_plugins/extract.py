@@ -130,8 +130,15 @@ def _from_text(
     found = answer_text.occurrences(response, options[: len(in_range)])
     if found is None:
         return "", GARBAGE, None
-    if answer_text.recites(response) or any(_quoted_option(response, m, found) is not None for m in mentions):
-        return "", ECHO, None  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
+    quoting = [m for m in mentions if _quoted_option(response, m, found) is not None]
+    recital = answer_text.recital(response)
+    if recital is not None or quoting:  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
+        filled = None
+        if benchmark == "winogrande":
+            filled = _filled_before_recital(
+                response, found, mentions, in_range, min([m.start for m in quoting] + [recital or len(response)])
+            )
+        return filled or ("", ECHO, None)
     listed = answer_forms.enumeration(response)
     if listed is not None:  # "1. <text> 2. <text>": only a statement after the list may pick one
         picked = answer_forms.pick(response, listed)
@@ -159,6 +166,8 @@ def _from_text(
         return ("", RESTATED_QUESTION, None) if asked else None
     if any(o.option != stated[0].option and answer_text.named(response, o) for o in found):
         return "", CONTRADICTION, None  # another option named outside a question: "X or Y", "X lies below Y"
+    if benchmark == "winogrande" and any(o.option != stated[0].option for o in found if o.start < loop):
+        return "", RESTATED_QUESTION, None  # both names and no blank filled: "X broke Y's heart but not Z's because"
     end = len(response.rstrip())
     if response[end - 1 : end].isalnum() and masked[end - 1] != " ":  # cut off mid-sentence, not in a question
         if answer_text.trailing_option(response, options[: len(in_range)], stated[0].option) is not None:
@@ -166,6 +175,24 @@ def _from_text(
         if answer_text.restarts_with_other(response, stated[0], options[: len(in_range)]):
             return "", CONTRADICTION, None  # "X is a <option 1>. X is a <option 2's first words, cut off>"
     return in_range[stated[0].option], OPTION_TEXT, (stated[0].start, stated[0].end)
+
+
+def _filled_before_recital(
+    response: str, found: list[answer_text.Occurrence], mentions: list[Mention], in_range: tuple[str, ...], recital: int
+) -> tuple[str, str, tuple[int, int]] | None:
+    """WinoGrande's filled sentence written before an echo of the option list that pairs every label with its own
+    text (``... because the tablet was pricy. Option1: Phone Option2: Tablet``); None otherwise."""
+    for m in mentions:
+        quoted = _quoted_option(response, m, found)
+        if m.label and quoted is not None and in_range[quoted] != m.label:
+            return None
+    masked = answer_forms.without_questions(response)
+    before = [o for o in found if o.end <= recital and masked[o.start : o.end].strip()]
+    filler = answer_forms.filled_option_by_sentence(response[:recital], before, len(in_range))
+    if filler is None:
+        return None
+    last = [o for o in before if o.option == filler][-1]
+    return in_range[filler], FILLED_SENTENCE, (last.start, last.end)
 
 
 def _second_look(
@@ -210,13 +237,15 @@ def _yes_no(response: str) -> tuple[str, str, tuple[int, int] | None] | None:
     if len(response) > answer_text.TEXT_LIMIT:
         return None
     listed = answer_forms.enumeration(response)
-    start = 0
+    start, end = 0, len(response)
     if listed is not None:
         picked = answer_forms.pick(response, listed)
+        if picked is None:  # "1. Yes 2. No  Question: Is it ...?  Yes.": the restated question answered
+            picked = answer_forms.answered_question(response, listed)
         if picked is None:
             return "", ENUMERATION, None
-        start = picked
-    said = answer_forms.yes_no(response[start:])
+        start, end = answer_forms.picked_entry(response, listed, picked) or (picked, end)
+    said = answer_forms.yes_no(response[start:end])
     if said is None:
         return ("", ENUMERATION, None) if listed is not None else None
     word, span = said

@@ -23,7 +23,7 @@ from dora_plugins.extract import RULES, explain_answer, improved, original
 
 ROWS = [json.loads(line) for line in (REPO / "tests/data/smollm2_labels.jsonl").read_text("utf-8").splitlines()]
 DECIDABLE = [row for row in ROWS if not row["ambiguous"]]
-FIRST_ROUND = 348  # rows labelled before the rules were written; those after: rounds two to nine (README)
+FIRST_ROUND = 348  # rows labelled before the rules were written; those after: rounds two to eleven (README)
 
 
 def held_out(row: dict) -> bool:
@@ -103,6 +103,9 @@ def test_docs_extraction_examples():
 
 BARBELL = ["swings and lands in her arms.", "pulls the barbell forward.", "pulls a rope to the barbell."]
 RINGS = ["Pull the wire apart as far as possible", "Twist the ring open sideways with pliers"]
+
+
+SIDES = ["The Sun shines on this side of Earth all the time.", "The Moon lights this side of Earth."]
 
 
 @pytest.mark.parametrize(
@@ -311,6 +314,55 @@ RINGS = ["Pull the wire apart as far as possible", "Twist the ring open sideways
             "option2",
             "filled sentence",
         ),
+        # after the tenth round: an "Answer:" on the restated question's line; a unit that ends an option ("50%");
+        # a cut-off "Yes, I"; "1) no"; both WinoGrande names with no blank filled; "either ... or"; a filled
+        # sentence before an echo of the option list that pairs each label with its own text; a yes/no list
+        # followed by the question answered, or by "The answer is: 1"
+        (
+            "Question: Why is it day? Answer: The Sun shines on this side of",
+            "ARC-Easy",
+            SIDES,
+            "answer1",
+            "option text",
+        ),
+        (
+            "Question: Why is it day?\nAnswer: The Sun shines on this side of",
+            "ARC-Easy",
+            SIDES,
+            "answer1",
+            "option text",
+        ),
+        ('The answer to the question "How much?" is "50%".', "ARC-Easy", ["75%", "50%"], "answer2", "option text"),
+        ('The answer to the question "How much?" is "50%" or "75%".', "ARC-Easy", ["75%", "50%"], "", "contradiction"),
+        ("Yes, I can answer this.\n\nQuestion: Is it?\n\nYes, I", "boolq", None, "", "no answer"),
+        ("Question: Is it?\n\nYes, it is.", "boolq", None, "true", "yes/no"),
+        ("1) no", "boolq", None, "false", "yes/no"),
+        (
+            "Ann hurt Bo's feelings but not Cy's because Ann hurt Bo's feelings but not Cy's because Ann",
+            "winogrande",
+            ["Bo", "Cy"],
+            "",
+            "restated question",
+        ),
+        ('The answer to "Ann or Bo" is either option 1 or option', "winogrande", ["Ann", "Bo"], "", "contradiction"),
+        ('The answer to "Ann or Bo" is option 1', "winogrande", ["Ann", "Bo"], "option1", "label"),
+        (
+            "He paid for the phone, not the tablet, as the tablet was pricy. Option1: Phone Option2: Tablet",
+            "winogrande",
+            ["Phone", "Tablet"],
+            "option2",
+            "filled sentence",
+        ),
+        (
+            "He paid for the phone, not the tablet, as the tablet was pricy. Option1: Tablet Option2: Phone",
+            "winogrande",
+            ["Phone", "Tablet"],
+            "",
+            "echo",
+        ),
+        ("1. Yes.\n   2. No.\n\n   Question: Is it?\n\n   Yes.\n\n   Question:", "boolq", None, "true", "yes/no"),
+        ("1. Yes.\n   2. No.\n\n   Question: Is it?\n\n   1. Yes.\n   2. No.", "boolq", None, "", "enumeration"),
+        ("1. Yes.\n   2. No.\n\nQuestion: Is it?\n\nThe answer is: 2", "boolq", None, "false", "yes/no"),
     ],
 )
 def test_later_round_forms(text, benchmark, options, label, rule):

@@ -38,7 +38,16 @@ steps of 4 records, learning rate 1e-3, checkpoints every 6 steps, in ``/work/de
 
 with ``X`` the set itself, so that items already there are skipped. Rounds three to nine: the base model again,
 ``--per-benchmark`` 52, 64, 84, 104, 124, 144 and 164 (each the next items of the same seeded draw; the ninth,
-``--threads 1``, was generated into a copy of the set and its 140 new rows appended after labelling).
+``--threads 1``, was generated into a copy of the set and its 140 new rows appended after labelling). Round ten,
+generated into two copies of the set and appended after labelling (536 rows): the base model's next items
+(``--per-benchmark 204``), and the adapters of the current demo (``dora demo``: 24 steps of 4 accumulated records,
+learning rate 3e-4, checkpoints every 6 steps) at every checkpoint:
+
+    python tools/sample_smollm2_generations.py --data ../shared/data --source base --per-benchmark 204 --output X
+    python tools/sample_smollm2_generations.py --data ../shared/data --source demo2-lora@6 \\
+        --adapter demo/lora/checkpoint-6 --per-benchmark 4 --output Y    # also @12, @18, @24 and demo2-dora@...
+
+Round eleven, the same way: ``--per-benchmark 244`` for the base model and 8 for each adapter checkpoint.
 """
 
 from __future__ import annotations
