@@ -174,7 +174,10 @@ class ScaledOutput(torch.autograd.Function):
             else:
                 grad_g = (gyc * saved).sum(0, dtype=acc)
             grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
-        return grad_result, grad_h, grad_B, grad_m, grad_norm, None, None
+        grad_bias = None
+        if ctx.needs_input_grad[6]:  # a trainable bias (bias="all"): its (1 - g) part; g of it comes through result
+            grad_bias = gy.sum(0, dtype=torch.promote_types(torch.float32, gy.dtype)) * (1 - g)
+        return grad_result, grad_h, grad_B, grad_m, grad_norm, None, grad_bias
 
 
 class DropoutOutput(torch.autograd.Function):
