@@ -245,8 +245,8 @@ def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
 class DoraLinear(lora_layer.Linear):
     """PEFT's LoRA ``Linear`` whose ``use_dora`` variant is ours instead of ``DoraLinearVariant``.
 
-    In training on the CPU in float32 or float64, one DoRA adapter active and a plain frozen ``nn.Linear`` base
-    without hooks (:func:`_shared_product_adapter`), the base layer's product also gives the norm's ``A W0^T``
+    In training on the CPU in float32 or float64, one DoRA adapter active and a large plain frozen ``nn.Linear``
+    base without hooks (:func:`_shared_product_adapter`), the base layer's product also gives the norm's ``A W0^T``
     (:meth:`DoraVariant.forward_with_norm`); everything else is PEFT's ``forward``.
     """
 
@@ -267,6 +267,9 @@ _GLOBAL_HOOKS = tuple(f"_global{name}" for name in _HOOKS)
 
 def _shared_product_adapter(module: DoraLinear, x: torch.Tensor) -> str | None:
     """The adapter whose forward can take ``A W0^T`` from the base layer's product, or None (PEFT's path).
+
+    Worth it for weights of at least ``dora.SHARED_PRODUCT_ELEMENTS``, which the blockwise norm would read from
+    memory a second time; below, the blockwise norm is faster.
 
     The base's forward is then not called, so it must be exactly ``F.linear`` on a frozen weight, with no hook
     (accelerate's offloading, DeepSpeed's gathering, a user's) that it would skip. Only on the CPU in float32 or
@@ -293,6 +296,8 @@ def _shared_product_adapter(module: DoraLinear, x: torch.Tensor) -> str | None:
         return None
     weight, lora_A = cast(torch.Tensor, base.weight), cast(torch.Tensor, module.lora_A[adapter].weight)
     if type(weight) is not nn.Parameter or weight.requires_grad or x.device.type != "cpu":
+        return None
+    if weight.numel() < dora.SHARED_PRODUCT_ELEMENTS:  # a weight the cache keeps: the blockwise norm is faster
         return None
     if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
         return None

@@ -106,7 +106,9 @@ def step(model, x):
     return y.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
 
-def shared_products(monkeypatch) -> list[int]:
+def shared_products(monkeypatch, min_elements: int = 0) -> list[int]:
+    """Counts the shared products; layers of ``min_elements`` and more share (tiny ones here, unless told)."""
+    monkeypatch.setattr(dora, "SHARED_PRODUCT_ELEMENTS", min_elements)
     calls = []
     apply = kernels.BaseProduct.apply
 
@@ -161,3 +163,11 @@ def test_where_the_base_product_is_shared(monkeypatch, config, training, dtype, 
     ours.to(dtype).train(training)
     ours(torch.randn(4, 24, dtype=dtype)).sum().backward()
     assert len(calls) == (2 if shares else 0)
+
+
+def test_small_weights_keep_the_blockwise_norm(monkeypatch):
+    """Where the cache keeps W0, the blockwise norm costs less than r more rows of the base product."""
+    calls = shared_products(monkeypatch, dora.SHARED_PRODUCT_ELEMENTS)
+    ours, _ = models(False, lora_dropout=0.0)
+    ours(torch.randn(4, 24)).sum().backward()
+    assert not calls
