@@ -91,6 +91,38 @@ def _magnitude_grads(
     return grad_m, grad_norm
 
 
+class BaseProduct(torch.autograd.Function):
+    """``W0 x + bias`` and ``A W0^T`` (r, out) from one matrix product ``[x; A] W0^T``, for a frozen ``W0``.
+
+    The norm needs ``A W0^T`` at every forward (:func:`dora_plugins.dora.factored_row_norms`); as r more rows of
+    the base layer's own product it runs at that product's speed and reads ``W0`` once, where a product of its
+    own (inner dimension r or ``in``, only r columns wide) runs well below it. ``A W0^T`` has no gradient; the
+    input gradient is the base layer's, ``dL/dy W0``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_A: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
+        both = torch.cat([flat, lora_A.to(x.dtype)]) @ weight.t()  # (tokens + r, out)
+        result, weight_a = both[: flat.shape[0]], both[flat.shape[0] :]
+        if bias is not None:
+            result.add_(bias)
+        ctx.mark_non_differentiable(weight_a)
+        ctx.save_for_backward(weight)
+        ctx.has_bias = bias is not None
+        return result.view(*x.shape[:-1], weight.shape[0]), weight_a
+
+    @staticmethod
+    def backward(ctx: Any, grad_result: torch.Tensor, grad_weight_a: torch.Tensor | None) -> tuple:
+        (weight,) = ctx.saved_tensors
+        gy = grad_result.reshape(-1, grad_result.shape[-1])  # (tokens, out)
+        grad_x = (gy @ weight).view(*grad_result.shape[:-1], weight.shape[1]) if ctx.needs_input_grad[0] else None
+        grad_bias = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_bias, None
+
+
 class ScaledOutput(torch.autograd.Function):
     """Output of a DoRA layer without dropout on the base path, given ``result = W0 x + bias`` and ``h = A x``."""
 
@@ -142,7 +174,10 @@ class ScaledOutput(torch.autograd.Function):
             else:
                 grad_g = (gyc * saved).sum(0, dtype=acc)
             grad_m, grad_norm = _magnitude_grads(ctx, grad_g.to(g.dtype), g, norm)
-        return grad_result, grad_h, grad_B, grad_m, grad_norm, None, None
+        grad_bias = None
+        if ctx.needs_input_grad[6]:  # a trainable bias (bias="all"): its (1 - g) part; g of it comes through result
+            grad_bias = gy.sum(0, dtype=torch.promote_types(torch.float32, gy.dtype)) * (1 - g)
+        return grad_result, grad_h, grad_B, grad_m, grad_norm, None, grad_bias
 
 
 class DropoutOutput(torch.autograd.Function):

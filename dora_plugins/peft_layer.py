@@ -197,6 +197,32 @@ class DoraVariant(lora_layer.LoraVariant):
             dropout_mode=magnitude.dropout_mode,
         )
 
+    @staticmethod
+    def forward_with_norm(module: lora_layer.Linear, adapter: str, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of the whole layer, base product included, where :func:`_shared_product_adapter` allows:
+        ``[x; A] W0^T`` gives ``W0 x`` and the norm's ``A W0^T`` in one product (:class:`kernels.BaseProduct`)."""
+        base = module.get_base_layer()
+        lora_A, lora_B, scaling = DoraVariant._factors(module, adapter)
+        magnitude = DoraVariant._magnitude(module, adapter)
+        weight, bias = cast(torch.Tensor, base.weight), DoraVariant._bias(module)
+        result, weight_a = kernels.BaseProduct.apply(x, weight, bias, lora_A.detach())
+        with torch.no_grad():
+            norm = dora.factored_row_norms(weight, lora_A.detach(), lora_B.detach(), scaling, weight_a)
+        dropout = module.lora_dropout[adapter]
+        return dora.dora_forward(
+            x,
+            result,
+            weight=weight,
+            bias=bias,
+            lora_A=lora_A,
+            lora_B=lora_B,
+            scaling=scaling,
+            magnitude=magnitude.weight,
+            norm=norm,
+            dropout=None if isinstance(dropout, nn.Identity) else dropout,
+            dropout_mode=magnitude.dropout_mode,
+        )
+
 
 def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
     """Turn a magnitude-only module's factors into zero buffers.
@@ -217,11 +243,65 @@ def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
 
 
 class DoraLinear(lora_layer.Linear):
-    """PEFT's LoRA ``Linear`` whose ``use_dora`` variant is ours instead of ``DoraLinearVariant``."""
+    """PEFT's LoRA ``Linear`` whose ``use_dora`` variant is ours instead of ``DoraLinearVariant``.
+
+    In training on the CPU in float32 or float64, one DoRA adapter active and a large plain frozen ``nn.Linear``
+    base without hooks (:func:`_shared_product_adapter`), the base layer's product also gives the norm's ``A W0^T``
+    (:meth:`DoraVariant.forward_with_norm`); everything else is PEFT's ``forward``.
+    """
 
     @property
     def lora_variants(self):
         return {**super().lora_variants, ("use_dora",): DoraVariant}
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        adapter = None if args or kwargs else _shared_product_adapter(self, x)
+        if adapter is None:
+            return super().forward(x, *args, **kwargs)
+        return DoraVariant.forward_with_norm(self, adapter, x)
+
+
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = tuple(f"_global{name}" for name in _HOOKS)
+
+
+def _shared_product_adapter(module: DoraLinear, x: torch.Tensor) -> str | None:
+    """The adapter whose forward can take ``A W0^T`` from the base layer's product, or None (PEFT's path).
+
+    Worth it for weights of at least ``dora.SHARED_PRODUCT_ELEMENTS``, which the blockwise norm would read from
+    memory a second time; below, the blockwise norm is faster.
+
+    The base's forward is then not called, so it must be exactly ``F.linear`` on a frozen weight, with no hook
+    (accelerate's offloading, DeepSpeed's gathering, a user's) that it would skip. Only on the CPU in float32 or
+    float64 (the norm's sums need float32 at least; bf16 and autocast keep the blockwise norm, and so do CUDA,
+    whose eager path is unmeasured, and compiled graphs).
+    """
+    if torch.compiler.is_compiling() or not (module.training and torch.is_grad_enabled()):
+        return None
+    if module.disable_adapters or module.merged or len(module.active_adapters) != 1:
+        return None
+    adapter = module.active_adapters[0]
+    if adapter not in module.lora_A.keys() or not isinstance(module.lora_variant.get(adapter), DoraVariant):
+        return None
+    magnitude = DoraVariant._magnitude(module, adapter)
+    dropout = module.lora_dropout[adapter]
+    if magnitude.magnitude_only or not magnitude.detach_norm:
+        return None
+    if not (isinstance(dropout, nn.Identity) or magnitude.dropout_mode == "lora_branch"):
+        return None
+    base = module.get_base_layer()
+    if type(base) is not nn.Linear or "forward" in vars(base) or any(getattr(base, name) for name in _HOOKS):
+        return None
+    if any(getattr(nn.modules.module, name) for name in _GLOBAL_HOOKS):
+        return None
+    weight, lora_A = cast(torch.Tensor, base.weight), cast(torch.Tensor, module.lora_A[adapter].weight)
+    if type(weight) is not nn.Parameter or weight.requires_grad or x.device.type != "cpu":
+        return None
+    if weight.numel() < dora.SHARED_PRODUCT_ELEMENTS:  # a weight the cache keeps: the blockwise norm is faster
+        return None
+    if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
+        return None
+    return adapter if x.dtype == weight.dtype == lora_A.dtype == module.lora_B[adapter].weight.dtype else None
 
 
 class _PlainLinearMeta(type):

@@ -18,7 +18,7 @@ from helpers import MUTABLE, max_rel, params
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from dora_plugins import DoraConfig
+from dora_plugins import DoraConfig, dora
 from dora_plugins.inference import inference_cache
 
 SEQUENCES = 300
@@ -104,11 +104,15 @@ def errors(ours, stock, x: torch.Tensor) -> tuple[float, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-def test_random_changes_never_leave_a_stale_output(bias):
+@pytest.mark.parametrize("shared_product", [False, True], ids=["blockwise_norm", "shared_product"])
+def test_random_changes_never_leave_a_stale_output(monkeypatch, bias, shared_product):
     """A stale output is off by the size of a change (1e-2 and more). What float32 rounding costs depends on the
     state: a few float32 epsilons (1.2e-7) where it is well conditioned (ours at most 7e-7 in these sequences), and
     up to 1.3e-4 for stock PEFT itself where it is not (seed 128: a magnitude negated while merged, unmerged,
-    then scaled). So our error may be twice stock's own on the same state, plus 1e-6."""
+    then scaled). So our error may be twice stock's own on the same state, plus 1e-6. ``shared_product``: the
+    training forward takes the norm's ``A W0^T`` from the base product, as it does for large weights."""
+    if shared_product:
+        monkeypatch.setattr(dora, "SHARED_PRODUCT_ELEMENTS", 0)
     mismatches = []
     for seed in range(SEQUENCES // 2):
         rng = random.Random(seed)
