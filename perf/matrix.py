@@ -125,6 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--render", type=Path, nargs="+", help="measure nothing: print (and --markdown) this JSON, or its parts"
     )
     parser.add_argument("--markdown", type=Path, help="rewrite the generated section of this Markdown page")
+    parser.add_argument(
+        "--mixed-commits", action="store_true", help="--render/--compare: merge parts measured at different commits"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.workloads = args.workloads or ["tiny"]
@@ -365,7 +368,7 @@ def _progress(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.render:
-        results = matrix_report.merge([json.loads(path.read_text()) for path in args.render])
+        results = matrix_report.merge([json.loads(path.read_text()) for path in args.render], args.mixed_commits)
     else:
         workload.setup(args)
         print(f"matrix: {' '.join(args.workloads)}; modes {' '.join(args.modes)}; {args.clock} clock", flush=True)
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     print(matrix_report.table(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
-    old = matrix_report.merge([json.loads(path.read_text()) for path in args.compare]) if args.compare else None
+    old = [json.loads(path.read_text()) for path in args.compare or []]
+    old = matrix_report.merge(old, args.mixed_commits) if old else None
     if old:
         print(matrix_report.compare(old, results))
     if args.markdown:

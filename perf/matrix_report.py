@@ -135,7 +135,8 @@ def table(results: dict) -> str:
 def _header(m: dict) -> str:
     compile_note = f", compiled with {m['compile_backend']}" if m.get("compile_backend") else ""
     return (
-        f"commit {m['commit']} on {m['device']} ({m['dtype']}, {m['threads']} thread(s),"
+        (f"commits {m['commits']};" if m.get("commits") else f"commit {m['commit']}")
+        + f" on {m['device']} ({m['dtype']}, {m['threads']} thread(s),"
         f" {m['clock']} clock{compile_note});"
         f" {m['repetitions']} repetition(s) of {m['steps']} interleaved step(s): median ratio [lowest-highest]"
         + (f"; merged from {m['parts']} runs" if m.get("parts") else "")
@@ -143,21 +144,30 @@ def _header(m: dict) -> str:
     )
 
 
-def merge(parts: list[dict]) -> dict:
+def merge(parts: list[dict], mixed_commits: bool = False) -> dict:
     """One result from runs of the same commit made in parts (workload by workload, eager and compiled apart).
 
     The header is the first part's (with the compile backend of a part that compiled); a part measured with
-    other repetitions, steps, clock, threads or dtype is listed in ``meta["settings"]``.
+    other repetitions, steps, clock, threads or dtype is listed in ``meta["settings"]``. Parts of different
+    commits merge only with ``mixed_commits`` (rows added at a later commit whose layer is the same); the header
+    then names the kinds of rows each commit measured.
     """
     parts = [_stamped(part) for part in parts]
-    commits = {part["meta"]["commit"] for part in parts}
-    if len(commits) > 1:
-        raise SystemExit(f"perf.matrix: the runs to merge measured different commits ({', '.join(sorted(commits))}).")
+    commits = list(dict.fromkeys(part["meta"]["commit"] for part in parts))
+    if len(commits) > 1 and not mixed_commits:
+        raise SystemExit(
+            f"perf.matrix: the runs to merge measured different commits ({', '.join(sorted(commits))});"
+            " --mixed-commits merges them, naming each commit's rows."
+        )
     if len(parts) == 1:
         return parts[0]
     first = parts[0]["meta"]
     backends = [part["meta"]["compile_backend"] for part in parts if part["meta"].get("compile_backend")]
     meta = {**first, "parts": len(parts), "compile_backend": backends[0] if backends else None}
+    if len(commits) > 1:
+        kinds = {c: [row["kind"] for p in parts if p["meta"]["commit"] == c for row in p["rows"]] for c in commits}
+        meta["commit"] = "+".join(commits)
+        meta["commits"] = "; ".join(f"{c}: {', '.join(dict.fromkeys(kinds[c]))} rows" for c in commits)
     other = [{key: part["meta"][key] for key in SETTINGS} for part in parts]
     other = [values for values in other if any(values[key] != first[key] for key in SETTINGS)]
     if other:
