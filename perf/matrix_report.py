@@ -172,7 +172,9 @@ def merge(parts: list[dict], mixed_commits: bool = False) -> dict:
     other = [values for values in other if any(values[key] != first[key] for key in SETTINGS)]
     if other:
         meta["settings"] = list({json.dumps(values, sort_keys=True): values for values in other}.values())
-    return {"meta": meta, "rows": [row for part in parts for row in part["rows"]]}
+    rows = [row for part in parts for row in part["rows"]]
+    order = {name: index for index, name in reversed(list(enumerate(row["workload"] for row in rows)))}
+    return {"meta": meta, "rows": sorted(rows, key=lambda row: order[row["workload"]])}  # a workload's rows together
 
 
 def _stamped(part: dict) -> dict:
