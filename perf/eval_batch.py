@@ -47,12 +47,7 @@ def build_model(directory: Path, hidden: int, layers: int, eos_scale: float = 1.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from dora_plugins.benchmarks import BENCHMARKS, load_llm_adapters
-    from dora_plugins.cli.demo_model import build_tokenizer
-    from dora_plugins.prompts import eval_prompt
-
-    prompts = [eval_prompt(item["instruction"]) for b in BENCHMARKS for item in load_llm_adapters(DATA_DIR, b.name)]
-    tokenizer = build_tokenizer(prompts, vocab_size=512)
+    tokenizer = prompt_tokenizer(512)
     heads = max(1, hidden // 64)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
@@ -66,6 +61,16 @@ def build_model(directory: Path, hidden: int, layers: int, eos_scale: float = 1.
         model.model.embed_tokens.weight[tokenizer.eos_token_id] *= eos_scale  # tied: the EOS logit grows
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+def prompt_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer of at most ``vocab_size`` ids, trained on the prompts of the shipped items."""
+    from dora_plugins.benchmarks import BENCHMARKS, load_llm_adapters
+    from dora_plugins.cli.demo_model import build_tokenizer
+    from dora_plugins.prompts import eval_prompt
+
+    prompts = [eval_prompt(item["instruction"]) for b in BENCHMARKS for item in load_llm_adapters(DATA_DIR, b.name)]
+    return build_tokenizer(prompts, vocab_size=vocab_size)
 
 
 def requests(limit: int, tasks: str = "dora_commonsense") -> list:

@@ -8,7 +8,7 @@
 #    dropout 0 and 0.05) on the LLaMA-7B and LLaMA3-8B blocks: ours within PEFT's own bf16 error.
 # 2. The matrix (python -m perf.matrix) at the LLaMA-7B and LLaMA3-8B block shapes in bf16, timed with CUDA
 #    events: eager training steps at dropout 0 / paper / lora_branch with the allocator's peak memory per
-#    candidate, greedy and 4-beam generation; then compiled (inductor) steps of the LLaMA-7B block at dropout 0 and paper dropout.
+#    candidate, greedy and 4-beam generation through lm-eval (one item per call); then compiled (inductor) steps of the LLaMA-7B block at dropout 0 and paper dropout.
 # Every step has its own time limit, so a slow step costs its own result only; the exit status is 1 if any failed.
 # Results: OUT_DIR/{gpu.txt,bf16_*.json,matrix_eager.json,matrix_compiled.json,*.log}; the tables are in the logs,
 # and `python -m perf.matrix --render OUT_DIR/matrix_eager.json --markdown docs/performance.md` puts them on the page.
@@ -34,7 +34,7 @@ else
     BLOCKS=(llama7b-block llama3-8b-block)
     SIZES=(--batch 4 --seq 1024)
     EQ_SIZES=(--batch 2 --seq 512)
-    MATRIX=(--repetitions 3 --steps 5)
+    MATRIX=(--repetitions 3 --steps 5 --generation lm_eval --lm-eval-items 1)  # generation: the target rows
     COMPILED_MODES=(dropout0 paper)
     LIMITS=(60 150 200)
     nvidia-smi >"$OUT/gpu.txt" 2>&1 || { echo "gpu_check: nvidia-smi failed; is a GPU here? (--cpu for a dry run)"; exit 2; }

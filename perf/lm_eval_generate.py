@@ -1,88 +1,36 @@
-"""Time per new token of lm-eval's own generate path: what ``lm_eval --model hf --model_args
-pretrained=BASE,peft=ADAPTER`` costs with a LoRA adapter, with a DoRA adapter on PEFT's layer, and on ours.
+"""Generation through lm-eval's own ``HFLM.generate_until``, for :mod:`perf.matrix`'s ``lm_eval`` rows.
 
-A random LLaMA and a tokenizer are built locally (as in ``eval_batch.py``), and two adapters with the same
-factors are saved: LoRA and DoRA (``LoraConfig(use_dora=True)``), B made non-zero. lm-eval's
-``HFLM(pretrained=..., peft=...)`` loads each as the stock command does, and its ``generate_until`` answers the
-``dora_piqa`` requests of the items shipped with the package, greedy and with 4 beams (the paper's protocol).
-Candidates: ``lora``; ``peft_dora``, the DoRA adapter with routing off (PEFT's own layer); ``ours``, the same
-adapter with routing on (what lm-eval runs once dora-plugins is installed). They run in one process,
-interleaved, median of --reps. Every answer is forced to --new-tokens tokens (``min_new_tokens``), so the time
-per new token is the call's time over items x new tokens, the prompt's forward included. Also prints how many
-answers of ours differ from PEFT's DoRA (they must not). Exit status 1 if ours exceeds the target or differs.
+The candidate models the matrix builds (LoRA, PEFT's DoRA, ours, on one base) are wrapped in lm-eval's ``HFLM``
+as they are (``HFLM(pretrained=MODEL, tokenizer=...)``), with a tokenizer trained locally on the benchmarks'
+prompts for a random model (as in :mod:`perf.eval_batch`; padded with filler tokens to the model's vocabulary, so
+every generated id decodes to a text of its own) or the real model's own tokenizer. The requests are lm-eval's
+``generate_until`` instances of the ``dora_piqa`` task over the items shipped with the package, all passed in one
+call as an lm-eval run passes a task's requests, with greedy search or 4 beams, and every answer forced to exactly
+``new_tokens`` tokens (:func:`forced_length`), so that the time per new token is the call's time over
+items x new tokens (each prompt's forward included).
 
-    python -m perf.lm_eval_generate
-    python -m perf.lm_eval_generate --hidden 1024 --layers 8 --items 16
-    python -m perf.lm_eval_generate --model smollm2-135m     # SmolLM2-135M's real weights and tokenizer
+Inside lm-eval, dora-plugins runs each request method in one ``inference_cache()``
+(:class:`dora_plugins.inference.LmEvalHook`): one norm per layer per call, that is per lm-eval run.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
-from perf import eval_batch, workload
+from perf import eval_batch
 
-TARGET = 1.05  # ours at most 1.05x LoRA's time per token, through lm-eval
-CANDIDATES = {"lora": ("lora", False), "peft_dora": ("dora", False), "ours": ("dora", True)}  # adapter, routed
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a real model (a `dora pull` name such as smollm2-135m, or a folder)")
-    parser.add_argument("--hidden", type=int, default=512, help="hidden size (heads of 64)")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--rank", type=int, default=32, help="adapter rank r (lora_alpha = 2r)")
-    parser.add_argument("--items", type=int, default=8, help="dora_piqa items (at most 40)")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4], help="num_beams settings (1 = greedy)")
-    parser.add_argument("--batch-size", default="1", help="lm-eval's batch size (the paper's script used 1)")
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per candidate and setting, interleaved")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    workload.add_clock_arg(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-def save_adapters(model_dir: Path, args: argparse.Namespace, folder: Path) -> dict[str, Path]:
-    """A LoRA and a DoRA adapter with the same factors, saved in ``folder`` (PEFT's own layers build them)."""
-    from transformers import AutoModelForCausalLM
-
-    from dora_plugins import route_peft
-
-    route_peft(False)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    settings = argparse.Namespace(rank=args.rank, dropout=0.0, seed=args.seed)
-    folders = {}
-    for adapter, candidate in (("lora", "lora"), ("dora", "peft_dora")):
-        folders[adapter] = folder / f"adapter-{adapter}"
-        workload.wrap(base, candidate, settings).save_pretrained(folders[adapter])
-    return folders
-
-
-def load(model_dir: Path, adapter: Path, routed: bool, batch_size: str):
-    """lm-eval's HF model with ``peft=adapter``, loaded with routing on or off; checks which layer runs DoRA."""
-    from lm_eval.models.huggingface import HFLM
-
-    from dora_plugins import route_peft
-    from dora_plugins.peft_layer import DoraLinear
-
-    route_peft(routed)
-    lm = HFLM(pretrained=str(model_dir), peft=str(adapter), dtype="float32", device="cpu", batch_size=batch_size)
-    dora_layers = [m for m in lm.model.modules() if hasattr(m, "lora_magnitude_vector") and m.lora_magnitude_vector]
-    if dora_layers and any(isinstance(m, DoraLinear) != routed for m in dora_layers):
-        raise SystemExit(f"routing {'on' if routed else 'off'} did not load the expected DoRA layer")
-    return lm
+TASK = "dora_piqa"
+MAX_LENGTH = 2048  # lm-eval's context limit: the prompts are never cut, whatever the model config says
 
 
 def forced_length(instances: list, beams: int, new_tokens: int) -> list:
-    """The requests with the task's generation settings, but ``beams`` beams and exactly ``new_tokens`` tokens."""
+    """The requests with the task's generation settings, but ``beams`` beams and exactly ``new_tokens`` tokens.
+
+    The dora tasks stop only at EOS (``until: []``), which ``min_new_tokens`` holds back until the last token.
+    """
     forced = []
     for instance in instances:
         context, gen_kwargs = instance.args
@@ -91,62 +39,50 @@ def forced_length(instances: list, beams: int, new_tokens: int) -> list:
     return forced
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
+def requests(items: int) -> list:
+    """lm-eval's generate_until instances of :data:`TASK`, ``items`` of them (at most 40 ship with the package)."""
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    logging.getLogger("dora_plugins").setLevel(logging.WARNING)
-    print(f"lm_eval_generate: {vars(args)}  torch threads={torch.get_num_threads()}")
-    with tempfile.TemporaryDirectory(prefix="lm-eval-generate-") as folder:
-        if args.model:
-            from dora_plugins.pull import resolve_model
-
-            model_dir = Path(resolve_model(args.model))
-        else:
-            model_dir = Path(folder)
-            eval_batch.build_model(model_dir, args.hidden, args.layers)
-        adapters = save_adapters(model_dir, args, Path(folder))
-        models = {name: load(model_dir, adapters[adapter], routed, args.batch_size)
-                  for name, (adapter, routed) in CANDIDATES.items()}  # fmt: skip
-        times, answers = timed_generations(models, args)
-    return 0 if report(args, times, answers) else 1
+    instances = eval_batch.requests(items, TASK)
+    if len(instances) < items:
+        raise SystemExit(f"perf.matrix: {TASK} ships {len(instances)} items; use --lm-eval-items {len(instances)}.")
+    return instances
 
 
-def timed_generations(models: dict, args: argparse.Namespace) -> tuple[dict, dict]:
-    """Median seconds of ``generate_until`` and its answers, per (candidate, beams), interleaved."""
-    requests = eval_batch.requests(args.items, "dora_piqa")
-    answers: dict[tuple[str, int], list[str]] = {}
+def tokenizer(vocab_size: int, folder: str | None = None):
+    """The real model's tokenizer (``folder``), or one trained on the prompts and padded to ``vocab_size`` ids."""
+    from transformers import AutoTokenizer
 
-    def step_of(name: str, beams: int):
-        forced = forced_length(requests, beams, args.new_tokens)
-
-        def step():
-            answers[name, beams] = models[name].generate_until(forced, disable_tqdm=True)
-
-        return step
-
-    steps = {(name, beams): step_of(name, beams) for beams in args.beams for name in models}
-    return workload.interleaved_medians(steps, args.reps, 1, "cpu", args.clock), answers
+    if folder:
+        return AutoTokenizer.from_pretrained(folder)
+    built = eval_batch.prompt_tokenizer(min(vocab_size, 512))
+    if len(built) > vocab_size:
+        raise SystemExit(f"perf.matrix: the prompt tokenizer has {len(built)} ids, the model {vocab_size}.")
+    built.add_tokens([f"<filler_{i}>" for i in range(vocab_size - len(built))])
+    return built
 
 
-def report(args: argparse.Namespace, times: dict, answers: dict) -> bool:
-    """Print ms per new token and the ratios per beam setting; return whether ours met the target everywhere."""
-    tokens = args.items * args.new_tokens
-    print(f"{'beams':<7}" + "".join(f"{name + ' ms/token':>20}" for name in CANDIDATES))
-    for beams in args.beams:
-        print(f"{beams:<7}" + "".join(f"{times[name, beams] / tokens * 1e3:>20.2f}" for name in CANDIDATES))
-    met = True
-    for beams in args.beams:
-        lora, peft_dora, ours = (times[name, beams] for name in ("lora", "peft_dora", "ours"))
-        ratio = ours / lora
-        print(workload.ratio_line(f"beams {beams}: ours/lora", ratio, TARGET))
-        print(workload.ratio_line(f"beams {beams}: peft_dora/lora", peft_dora / lora, None))
-        print(workload.ratio_line(f"beams {beams}: ours/peft_dora", ours / peft_dora, None))
-        differ = sum(a != b for a, b in zip(answers["ours", beams], answers["peft_dora", beams], strict=True))
-        print(f"beams {beams}: answers of ours that differ from peft_dora's: {differ} of {args.items}")
-        met &= ratio <= TARGET and differ == 0
-    return met
+def wrap(model, tok):
+    """``model`` (a candidate, in eval mode) as lm-eval's HF model at batch size 1, its EOS and pad the tokenizer's."""
+    from lm_eval.models.huggingface import HFLM
+
+    model.eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return HFLM(pretrained=model, tokenizer=tok, batch_size=1, max_length=MAX_LENGTH)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def make_generate_until(lm, instances: list, beams: int, new_tokens: int, answers: dict, key):
+    """A closure calling ``lm.generate_until`` on all ``instances`` at once, keeping the answers in ``answers[key]``."""
+    forced = forced_length(instances, beams, new_tokens)
+
+    def generate_until():
+        with torch.no_grad():
+            answers[key] = lm.generate_until(forced, disable_tqdm=True)
+
+    return generate_until
+
+
+def differing(answers: list[str], reference: list[str]) -> int:
+    """How many answers differ from the reference's."""
+    return sum(a != b for a, b in zip(answers, reference, strict=True))

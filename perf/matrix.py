@@ -5,8 +5,13 @@ Workloads (:data:`WORKLOADS`): random LLaMAs built from a config, the LLaMA-7B l
 attention, 4096 x 11008 MLP) and SmolLM2-135M with its real weights (``dora pull smollm2-135m``). Dropout modes:
 ``dropout0``; ``paper`` (0.05 on both paths, as the paper and PEFT); ``lora_branch`` (ours with
 ``dropout_mode="lora_branch"`` at 0.05, against the same LoRA and PEFT DoRA steps). A training step is forward +
-backward + AdamW (:func:`perf.train_step.make_step`); generation is ``model.generate`` greedy and with 4 beams
-(:func:`perf.generate.make_generate`), eval mode, exactly --new-tokens tokens.
+backward + AdamW (:func:`perf.train_step.make_step`). Generation, eval mode, greedy and with 4 beams, time per new
+token: kind ``lm_eval`` runs lm-eval's own ``HFLM.generate_until`` on the candidates
+(:mod:`perf.lm_eval_generate`): the ``dora_piqa`` requests of --lm-eval-items items in one call, as an lm-eval run
+passes a task's requests, each answer forced to --lm-eval-tokens tokens, and counts the answers of ours that
+differ from PEFT's DoRA's; kind ``generate`` is one ``model.generate`` call on one short prompt
+(:func:`perf.generate.make_generate`), exactly --new-tokens tokens, where the norm computed once per call is
+the floor.
 
 Spread: each of --repetitions repetitions times every candidate --steps times, interleaved (who goes first
 rotates), and takes the median; a ratio is computed per repetition, and the table shows the median ratio with
@@ -48,12 +53,25 @@ class Workload:
     seq: int = 256
     rank: int = 32
     model: str | None = None  # a real model (`dora pull` name)
-    prompt: int = 16  # generation: prompt tokens and new tokens, batch 1
+    prompt: int = 16  # model.generate: prompt tokens and new tokens, batch 1
     new_tokens: int = 16
+    lm_eval_items: int = 4  # lm-eval's generate_until: dora_piqa items in the one call, each answer's new tokens
+    lm_eval_tokens: int = 16  # (the dora tasks allow 32; their answers end at EOS after about 8 to 12)
 
 
 WORKLOADS = {
-    "tiny": Workload(hidden=64, layers=1, vocab=128, batch=2, seq=8, rank=4, prompt=4, new_tokens=3),
+    "tiny": Workload(
+        hidden=64,
+        layers=1,
+        vocab=512,
+        batch=2,
+        seq=8,
+        rank=4,
+        prompt=4,
+        new_tokens=3,
+        lm_eval_items=2,
+        lm_eval_tokens=3,
+    ),
     "h1024-l2": Workload(),
     "h1024-l8": Workload(layers=8, vocab=4096),
     "smollm2-135m": Workload(model="smollm2-135m", batch=4, seq=128),
@@ -67,6 +85,8 @@ PAPER_DROPOUT = 0.05
 # mode -> (dropout, the candidate standing for ours in that mode)
 MODES = {"dropout0": (0.0, "ours"), "paper": (PAPER_DROPOUT, "ours"), "lora_branch": (PAPER_DROPOUT, "ours_branch")}
 GENERATION = {"greedy": 1, "beams4": 4}
+LM_EVAL_POSITIONS = 2048  # what lm-eval may pass (perf.lm_eval_generate.MAX_LENGTH), so no context is cut
+GENERATION_KINDS = ("lm_eval", "generate")  # lm-eval's generate_until (the target), model.generate (the floor)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +101,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, help="tokens per sequence, for every workload")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend (eager: quick)")
     parser.add_argument("--no-generate", dest="generate", action="store_false", help="training steps only")
+    parser.add_argument(
+        "--generation", nargs="+", choices=GENERATION_KINDS, default=list(GENERATION_KINDS), help="generation kinds"
+    )
+    parser.add_argument("--lm-eval-items", type=int, help="dora_piqa items per generate_until call (every workload)")
+    parser.add_argument("--lm-eval-tokens", type=int, help="new tokens per lm-eval answer (every workload)")
+    parser.add_argument(
+        "--peft-dora-calls", type=int, default=1, help="lm_eval rows: timed generate_until calls of PEFT's DoRA"
+    )
     parser.add_argument("--no-train", dest="train", action="store_false", help="generation only")
     parser.add_argument("--no-peak-memory", dest="peak_memory", action="store_false", help="saved activations only")
     parser.add_argument("--quick", action="store_true", help="CI: the tiny workload, one repetition of one step")
@@ -97,6 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--render", type=Path, nargs="+", help="measure nothing: print (and --markdown) this JSON, or its parts"
     )
     parser.add_argument("--markdown", type=Path, help="rewrite the generated section of this Markdown page")
+    parser.add_argument(
+        "--mixed-commits", action="store_true", help="--render/--compare: merge parts measured at different commits"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.workloads = args.workloads or ["tiny"]
@@ -104,6 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.peak_memory = False
         if args.compile_backend == "inductor":
             args.compile_backend = "eager"
+    if args.peft_dora_calls < 1:
+        parser.error("--peft-dora-calls must be at least 1: its answers are what ours are checked against")
     args.workloads = args.workloads or DEFAULT_WORKLOADS
     args.clock = args.clock or ("cuda" if args.device.startswith("cuda") else "cpu")
     args.bits = None
@@ -113,7 +146,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings(args: argparse.Namespace, name: str, dropout: float = 0.0) -> argparse.Namespace:
     """The namespace perf's shared builders take, for one workload at one dropout."""
     shape = WORKLOADS[name]
-    sizes = {key: getattr(args, key) for key in ("batch", "seq") if getattr(args, key, None)}
+    sizes = {
+        key: getattr(args, key)
+        for key in ("batch", "seq", "lm_eval_items", "lm_eval_tokens")
+        if getattr(args, key, None)
+    }
     values = {**vars(args), **dataclasses.asdict(shape), **sizes, "dropout": dropout, "model": shape.model}
     return argparse.Namespace(**values)
 
@@ -121,7 +158,8 @@ def settings(args: argparse.Namespace, name: str, dropout: float = 0.0) -> argpa
 def build_base(args: argparse.Namespace, name: str):
     """The workload's base model: workload.build_base, with LLaMA3-8B's MLP and GQA for that block."""
     base_args = settings(args, name)
-    base = workload.build_base(base_args, max(base_args.seq, base_args.prompt + base_args.new_tokens))
+    positions = max(base_args.seq, base_args.prompt + base_args.new_tokens, LM_EVAL_POSITIONS)
+    base = workload.build_base(base_args, positions)
     if name == "llama3-8b-block":
         from transformers import LlamaForCausalLM
 
@@ -178,6 +216,7 @@ def train_rows(args: argparse.Namespace, name: str, base, dropout: float, compil
                 "kind": "train",
                 "mode": mode,
                 "compiled": compiled,
+                "dtype": args.dtype,
                 "seconds": {c.replace(ours, "ours"): seconds[c] for c in keep},
                 "compile_seconds": {c.replace(ours, "ours"): compile_s[c] for c in keep if c in compile_s},
                 "memory_mib": {k: {c.replace(ours, "ours"): v[c] for c in keep} for k, v in memory.items()},
@@ -230,6 +269,7 @@ def generation_rows(args: argparse.Namespace, name: str, base) -> list[dict]:
             "kind": "generate",
             "mode": mode,
             "compiled": False,
+            "dtype": args.dtype,
             "seconds": {c: per_token[c, mode] for c in workload.CANDIDATES},
             "compile_seconds": {},
             "memory_mib": {},
@@ -237,6 +277,63 @@ def generation_rows(args: argparse.Namespace, name: str, base) -> list[dict]:
         for mode in GENERATION
     ]
     del models, steps
+    gc.collect()
+    return rows
+
+
+def lm_eval_timed(steps: dict, args: argparse.Namespace) -> dict[tuple[str, str], list[float]]:
+    """Seconds per call and repetition: LoRA and ours as :func:`timed_groups`; PEFT's DoRA, 10 to 40 times slower,
+    runs --peft-dora-calls timed calls (the first repetitions), without a warm-up call."""
+    per_rep: dict = {key: [] for key in steps}
+    for rep in range(args.repetitions):
+        active = {k: v for k, v in steps.items() if k[0] != "peft_dora" or rep < args.peft_dora_calls}
+        for key in active if rep == 0 else ():
+            if key[0] != "peft_dora":
+                active[key]()
+        medians = workload.interleaved_medians(active, args.steps, 0, args.device, args.clock)
+        for key, value in medians.items():
+            per_rep[key].append(value)
+    return per_rep
+
+
+def lm_eval_rows(args: argparse.Namespace, name: str, base) -> list[dict]:
+    """Greedy and 4-beam generation through lm-eval's ``HFLM.generate_until``, the three candidates interleaved."""
+    from perf import lm_eval_generate
+
+    run_args = settings(args, name)
+    shape = WORKLOADS[name]
+    folder = workload._model_folder(shape.model) if shape.model else None
+    tokenizer = lm_eval_generate.tokenizer(base.config.vocab_size, folder)
+    instances = lm_eval_generate.requests(run_args.lm_eval_items)
+    models = {c: workload.wrap(base, c, run_args) for c in workload.CANDIDATES}
+    workload.check_layers(models)
+    lms = {c: lm_eval_generate.wrap(model, tokenizer) for c, model in models.items()}
+    answers: dict = {}
+    steps = {
+        (c, mode): lm_eval_generate.make_generate_until(
+            lm, instances, beams, run_args.lm_eval_tokens, answers, (c, mode)
+        )
+        for mode, beams in GENERATION.items()
+        for c, lm in lms.items()
+    }
+    seconds = lm_eval_timed(steps, args)
+    tokens = len(instances) * run_args.lm_eval_tokens
+    rows = []
+    for mode in GENERATION:
+        differ = lm_eval_generate.differing(answers["ours", mode], answers["peft_dora", mode])
+        row = {
+            "workload": name,
+            "kind": "lm_eval",
+            "mode": mode,
+            "compiled": False,
+            "dtype": args.dtype,
+            "seconds": {c: [s / tokens for s in seconds[c, mode]] for c in workload.CANDIDATES},
+            "compile_seconds": {},
+            "memory_mib": {},
+            "answers": {"differ": differ, "of": len(instances), "tokens": run_args.lm_eval_tokens},
+        }
+        rows += _progress([row])
+    del models, lms, steps
     gc.collect()
     return rows
 
@@ -251,7 +348,9 @@ def measure(args: argparse.Namespace) -> dict:
             for dropout in dropouts if args.train else []:
                 new = train_rows(args, name, base, dropout, compiled)
                 rows += _progress(new)
-        if args.generate:
+        if args.generate and "lm_eval" in args.generation:
+            rows += lm_eval_rows(args, name, base)
+        if args.generate and "generate" in args.generation:
             rows += _progress(generation_rows(args, name, base))
         del base
         gc.collect()
@@ -269,7 +368,7 @@ def _progress(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.render:
-        results = matrix_report.merge([json.loads(path.read_text()) for path in args.render])
+        results = matrix_report.merge([json.loads(path.read_text()) for path in args.render], args.mixed_commits)
     else:
         workload.setup(args)
         print(f"matrix: {' '.join(args.workloads)}; modes {' '.join(args.modes)}; {args.clock} clock", flush=True)
@@ -277,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     print(matrix_report.table(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
-    old = matrix_report.merge([json.loads(path.read_text()) for path in args.compare]) if args.compare else None
+    old = [json.loads(path.read_text()) for path in args.compare or []]
+    old = matrix_report.merge(old, args.mixed_commits) if old else None
     if old:
         print(matrix_report.compare(old, results))
     if args.markdown:

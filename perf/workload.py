@@ -9,10 +9,12 @@ also ``ours_branch`` (``DoraConfig(dropout_mode="lora_branch")``: dropout on the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -143,7 +145,8 @@ def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TA
     if candidate == "lora":
         config = LoraConfig(**kwargs)
     elif candidate == "peft_dora":
-        config = LoraConfig(use_dora=True, **kwargs)
+        with _peft_own_dora():
+            config = LoraConfig(use_dora=True, **kwargs)
     elif candidate == "ours":
         config = DoraConfig(**kwargs)
     elif candidate == "ours_branch":
@@ -158,6 +161,31 @@ def wrap(base, candidate: str, args: argparse.Namespace, targets: list[str] = TA
             if "lora_B" in name:
                 param.copy_(0.01 * torch.randn(param.shape, generator=generator))
     return model
+
+
+def check_layers(models: dict) -> None:
+    """Refuse candidates whose DoRA layers are not theirs: ``peft_dora`` must run PEFT's, ``ours`` dora-plugins'."""
+    for candidate, model in models.items():
+        ours = sum(type(module).__name__ == "DoraLinear" for module in model.modules())
+        if (candidate == "peft_dora" and ours) or (candidate.startswith("ours") and not ours):
+            raise SystemExit(f"perf: the {candidate} candidate does not run the DoRA layer it names.")
+
+
+@contextlib.contextmanager
+def _peft_own_dora() -> Iterator[None]:
+    """PEFT's own DoRA layer for configs made in the block, also where lm-eval's import turned routing on."""
+    try:
+        from dora_plugins import peft_layer
+    except ImportError:  # an older commit's layer
+        yield
+        return
+    routing = getattr(peft_layer, "_routing", {"enabled": False})
+    before = routing["enabled"]
+    routing["enabled"] = False
+    try:
+        yield
+    finally:
+        routing["enabled"] = before
 
 
 def synchronize(device: str) -> None:

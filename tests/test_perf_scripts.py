@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import REPO
 
-from perf import generate, layer, lm_eval_generate, matrix, matrix_report, profile_step, train_step, workload
+from perf import generate, layer, matrix, matrix_report, profile_step, train_step, workload
 
 TINY = ["--hidden", "64", "--layers", "1", "--vocab", "128", "--rank", "4", "--threads", "1"]
 TINY_STEP = [*TINY, "--batch", "2", "--seq", "8", "--reps", "1", "--warmup", "0", "--memory-steps", "0"]
@@ -90,14 +90,32 @@ def test_generate_benchmark_reports_time_per_token(capsys):
     assert "ours unmerged/lora" in out and "ours_merged" in out
 
 
-def test_lm_eval_generate_times_the_three_adapters_through_lm_eval_and_ours_answers_as_peft(capsys):
-    argv = ["--hidden", "64", "--layers", "1", "--rank", "4", "--items", "2", "--new-tokens", "3", "--reps", "1"]
-    assert lm_eval_generate.main(argv) in (0, 1)
-    out = capsys.readouterr().out
-    for beams in (1, 4):
-        for label in ("ours/lora", "peft_dora/lora", "ours/peft_dora"):
-            ratios(out, f"beams {beams}: {label}")
-        assert f"beams {beams}: answers of ours that differ from peft_dora's: 0 of 2" in out
+@pytest.mark.slow
+def test_matrix_lm_eval_rows_time_generate_until_per_token_and_count_answers_differing_from_peft(tmp_path):
+    """lm-eval's own generate_until on the three candidates: per-token times, and the answers of ours are PEFT's."""
+    output = tmp_path / "lm_eval.json"
+    assert matrix.main(["--quick", "--no-train", "--generation", "lm_eval", "--output", str(output)]) == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["kind"], row["mode"]) for row in rows] == [("lm_eval", "greedy"), ("lm_eval", "beams4")]
+    for row in rows:
+        assert row["answers"] == {"differ": 0, "of": 2, "tokens": 3} and row["dtype"] == "float32"
+        assert set(row["seconds"]) == set(workload.CANDIDATES)
+        assert all(value > 0 for values in row["seconds"].values() for value in values), row
+        assert matrix_report.verdict(row) in ("met", "NOT met: time ours/lora")
+
+
+def test_lm_eval_requests_are_forced_to_their_length_and_every_id_decodes():
+    from perf import lm_eval_generate
+
+    instances = lm_eval_generate.requests(2)
+    forced = lm_eval_generate.forced_length(instances, 4, 5)
+    assert [i.args[0] for i in forced] == [i.args[0] for i in instances]
+    assert all(i.args[1]["num_beams"] == 4 and i.args[1]["max_gen_toks"] == i.args[1]["min_new_tokens"] == 5
+               for i in forced)  # fmt: skip
+    tokenizer = lm_eval_generate.tokenizer(600)
+    assert len(tokenizer) == 600 and tokenizer.convert_ids_to_tokens(599).startswith("<filler_")
+    with pytest.raises(SystemExit, match="the prompt tokenizer has"):
+        lm_eval_generate.tokenizer(200)  # a vocabulary smaller than the byte alphabet
 
 
 def test_profile_step_splits_time_and_counts_saved_activations(capsys):
@@ -136,7 +154,9 @@ def test_matrix_quick_writes_every_row_and_compares_two_runs(tmp_path, capsys):
     results = json.loads(first.read_text())
     keys = {(row["kind"], row["mode"], row["compiled"]) for row in results["rows"]}
     train = {("train", mode, compiled) for mode in matrix.MODES for compiled in (False, True)}
-    assert keys == train | {("generate", "greedy", False), ("generate", "beams4", False)}
+    generation = {(kind, mode, False) for kind in matrix.GENERATION_KINDS for mode in matrix.GENERATION}
+    assert keys == train | generation
+    assert [row["answers"]["of"] for row in results["rows"] if row["kind"] == "lm_eval"] == [2, 2]
     for row in results["rows"]:
         assert set(row["seconds"]) == {"lora", "peft_dora", "ours"}
         assert all(value > 0 for values in row["seconds"].values() for value in values), row
@@ -144,7 +164,10 @@ def test_matrix_quick_writes_every_row_and_compares_two_runs(tmp_path, capsys):
     assert all(row["memory_mib"]["saved"]["ours"] > 0 for row in eager)
     out = capsys.readouterr().out
     table = [line.split() for line in out.split("compare:")[0].splitlines() if line.startswith("tiny ")]
-    assert len(table) == len(results["rows"]) and all(float(cells[4]) > 0 for cells in table)  # time ours/lora
+    assert len(table) == len(results["rows"]) and all(float(cells[5]) > 0 for cells in table)  # time ours/lora
+    assert [" ".join(cells[-4:-1]) for cells in table if cells[1] == "lm_eval" and cells[-1] == "met"] == [
+        "0 of 2" for cells in table if cells[1] == "lm_eval" and cells[-1] == "met"
+    ]
     text = page.read_text()
     assert text.startswith("# Performance\n\nprose kept\n") and matrix_report.BEGIN in text
     assert text.count("| tiny |") == len(results["rows"])
@@ -164,6 +187,17 @@ def test_matrix_ratios_are_taken_per_repetition_and_judged_on_the_median():
     assert matrix_report.verdict(row) == "NOT met: time ours/lora"
     row["seconds"]["ours"] = [1.0, 2.0, 1.04]
     assert matrix_report.verdict(row) == "met"
+
+
+def test_matrix_lm_eval_rows_fail_on_differing_answers_in_fp32_only_and_take_peft_dora_timed_once():
+    row = {"kind": "lm_eval", "mode": "greedy", "workload": "w", "compiled": False, "memory_mib": {},
+           "dtype": "float32", "answers": {"differ": 1, "of": 4, "tokens": 16},
+           "seconds": {"lora": [1.0, 1.0, 2.0], "peft_dora": [10.0], "ours": [1.0, 1.01, 2.0]}}  # fmt: skip
+    assert matrix_report.ratios(row)["time ours/peft_dora"] == pytest.approx([0.1, 0.101, 0.2])
+    assert matrix_report.verdict(row) == "NOT met: answers differ from peft_dora"
+    assert matrix_report.cells(row)[-2:] == ["1 of 4", "NOT met: answers differ from peft_dora"]
+    row["dtype"] = "bfloat16"  # bf16 rounding may change an answer: counted, not judged
+    assert matrix_report.verdict(row) == "met" and matrix_report.cells(row)[4] == "bf16"
 
 
 def test_matrix_runs_made_in_parts_merge_and_compare_side_by_side(tmp_path, capsys):
@@ -195,13 +229,18 @@ def test_matrix_runs_made_in_parts_merge_and_compare_side_by_side(tmp_path, caps
     assert "1.200 [1.100-1.300] -> 1.020 [1.000-1.040]" in out and "(-0.180)" in out and "(+0.100)" in out
     text = page.read_text()
     assert (
-        "| w1 | train | dropout0 | no | time ours/lora | 1.200 [1.100-1.300] | 1.020 [1.000-1.040] | -0.180 |" in text
+        "| w1 | train | dropout0 | no | fp32 | time ours/lora | 1.200 [1.100-1.300] | 1.020 [1.000-1.040] | -0.180 |"
+        in text
     )
     assert (
-        "| w2 | train | dropout0 | yes | time ours/lora | 1.000 [1.000-1.000] | 1.100 [1.100-1.100] | +0.100 |" in text
+        "| w2 | train | dropout0 | yes | fp32 | time ours/lora | 1.000 [1.000-1.000] | 1.100 [1.100-1.100] | +0.100 |"
+        in text
     )
     with pytest.raises(SystemExit, match="different commits"):
         matrix.main(["--render", str(paths["new_a"]), str(paths["other"])])
+    capsys.readouterr()
+    assert matrix.main(["--render", str(paths["new_a"]), str(paths["other"]), "--mixed-commits"]) == 0
+    assert "commits bbb: train rows; ccc: train rows;" in capsys.readouterr().out
 
 
 @pytest.mark.slow
