@@ -4,7 +4,8 @@ Read on real SmolLM2-135M generations of the paper's prompts (``tests/data/smoll
 
 - an **enumeration** of the options, whatever its numbering (``1. <text> 2. <text>``, ``a) ... b) ...``,
   bullets, ``1. Yes 2. No 3. Yes``), is no answer, unless a statement after the list picks one entry
-  (``... The answer is: 1. Yes``): then that statement alone is read;
+  (``... The answer is: 1. Yes``, ``The answer is: 1``, or the question restated and answered, ``Question: Is it
+  ...? Yes.``): then that statement alone is read;
 - BoolQ answered in words: a **yes/no** that opens the response or follows ``the answer is`` reads true/false
   (``Yes, it is ...``; ``The answer to the question "...?" is "No, ..."``); yes and no together refuse; a yes
   to the request (``Yes, I can answer this question``) is no verdict;

@@ -20,7 +20,8 @@ so that it also credits echoes of the prompt's ``Answer format: a/b/c`` line.
 5. When no label answers, an option's text stated in words is its label (see :mod:`dora_plugins.answer_text`);
    two options' texts are a contradiction. A label whose own text (``Answer2: <text>``) is another option's
    text is a contradiction too. On WinoGrande, an option named only once the response loops (six words said
-   again) is not stated.
+   again) is not stated, and a sentence naming both people with no blank filled is the question's own; a filled
+   sentence before an echo of the option list counts when the echo pairs every label with its own text.
 
 No pattern nests quantifiers, the response is lower-cased once, past MAX_MENTIONS label-like tokens the text
 counts as garbage and only short responses are read for option texts, so the time is linear in the length of
@@ -135,9 +136,8 @@ def _from_text(
     if recital is not None or quoting:  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
         filled = None
         if benchmark == "winogrande":
-            filled = _filled_before_recital(
-                response, found, mentions, in_range, min([m.start for m in quoting] + [recital or len(response)])
-            )
+            start = min([m.start for m in quoting] + [len(response) if recital is None else recital])
+            filled = _filled_before_recital(response, found, mentions, in_range, start)
         return filled or ("", ECHO, None)
     listed = answer_forms.enumeration(response)
     if listed is not None:  # "1. <text> 2. <text>": only a statement after the list may pick one

@@ -354,6 +354,13 @@ SIDES = ["The Sun shines on this side of Earth all the time.", "The Moon lights 
             "filled sentence",
         ),
         (
+            "1: Phone 2: Tablet. He paid for the phone, not the tablet, as the tablet was pricy.",
+            "winogrande",
+            ["Phone", "Tablet"],
+            "",
+            "echo",
+        ),
+        (
             "He paid for the phone, not the tablet, as the tablet was pricy. Option1: Tablet Option2: Phone",
             "winogrande",
             ["Phone", "Tablet"],
