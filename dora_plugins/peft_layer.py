@@ -164,8 +164,14 @@ class DoraVariant(lora_layer.LoraVariant):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        module: lora_layer.Linear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+        module: lora_layer.Linear,
+        active_adapter: str,
+        x: torch.Tensor,
+        result: torch.Tensor,
+        norm: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
+        """``result`` is the base layer's output; ``norm`` the weight norm when the caller has it (training only)."""
         base = module.get_base_layer()
         lora_A, lora_B, scaling = DoraVariant._factors(module, active_adapter)
         magnitude = DoraVariant._magnitude(module, active_adapter)
@@ -192,7 +198,9 @@ class DoraVariant(lora_layer.LoraVariant):
             lora_B=lora_B,
             scaling=scaling,
             magnitude=magnitude.weight,
-            norm=dora.weight_norm(weight, lora_A, lora_B, scaling, detach=magnitude.detach_norm),
+            norm=dora.weight_norm(weight, lora_A, lora_B, scaling, detach=magnitude.detach_norm)
+            if norm is None
+            else norm,
             dropout=active_dropout,
             dropout_mode=magnitude.dropout_mode,
         )
@@ -201,27 +209,12 @@ class DoraVariant(lora_layer.LoraVariant):
     def forward_with_norm(module: lora_layer.Linear, adapter: str, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` of the whole layer, base product included, where :func:`_shared_product_adapter` allows:
         ``[x; A] W0^T`` gives ``W0 x`` and the norm's ``A W0^T`` in one product (:class:`kernels.BaseProduct`)."""
-        base = module.get_base_layer()
+        weight = cast(torch.Tensor, module.get_base_layer().weight)
         lora_A, lora_B, scaling = DoraVariant._factors(module, adapter)
-        magnitude = DoraVariant._magnitude(module, adapter)
-        weight, bias = cast(torch.Tensor, base.weight), DoraVariant._bias(module)
-        result, weight_a = kernels.BaseProduct.apply(x, weight, bias, lora_A.detach())
+        result, weight_a = kernels.BaseProduct.apply(x, weight, DoraVariant._bias(module), lora_A.detach())
         with torch.no_grad():
             norm = dora.factored_row_norms(weight, lora_A.detach(), lora_B.detach(), scaling, weight_a)
-        dropout = module.lora_dropout[adapter]
-        return dora.dora_forward(
-            x,
-            result,
-            weight=weight,
-            bias=bias,
-            lora_A=lora_A,
-            lora_B=lora_B,
-            scaling=scaling,
-            magnitude=magnitude.weight,
-            norm=norm,
-            dropout=None if isinstance(dropout, nn.Identity) else dropout,
-            dropout_mode=magnitude.dropout_mode,
-        )
+        return DoraVariant.forward(module, adapter, x, result, norm=norm)
 
 
 def _freeze_factors(module: lora_layer.Linear, adapter: str) -> None:
