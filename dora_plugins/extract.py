@@ -131,13 +131,13 @@ def _from_text(
     found = answer_text.occurrences(response, options[: len(in_range)])
     if found is None:
         return "", GARBAGE, None
-    quoting = [m for m in mentions if _quoted_option(response, m, found) is not None]
+    quoting = [(m, quoted) for m in mentions if (quoted := _quoted_option(response, m, found)) is not None]
     recital = answer_text.recital(response)
     if recital is not None or quoting:  # "1: <text> Answer2: <text>", "Answer2 <text>" amid echoes: the option list
         filled = None
         if benchmark == "winogrande":
-            start = min([m.start for m in quoting] + [len(response) if recital is None else recital])
-            filled = _filled_before_recital(response, found, mentions, in_range, start)
+            start = min([m.start for m, _ in quoting] + [len(response) if recital is None else recital])
+            filled = _filled_before_recital(response, found, quoting, in_range, start)
         return filled or ("", ECHO, None)
     listed = answer_forms.enumeration(response)
     if listed is not None:  # "1. <text> 2. <text>": only a statement after the list may pick one
@@ -178,14 +178,17 @@ def _from_text(
 
 
 def _filled_before_recital(
-    response: str, found: list[answer_text.Occurrence], mentions: list[Mention], in_range: tuple[str, ...], recital: int
+    response: str,
+    found: list[answer_text.Occurrence],
+    quoting: list[tuple[Mention, int]],
+    in_range: tuple[str, ...],
+    recital: int,
 ) -> tuple[str, str, tuple[int, int]] | None:
     """WinoGrande's filled sentence written before an echo of the option list that pairs every label with its own
-    text (``... because the tablet was pricy. Option1: Phone Option2: Tablet``); None otherwise."""
-    for m in mentions:
-        quoted = _quoted_option(response, m, found)
-        if m.label and quoted is not None and in_range[quoted] != m.label:
-            return None
+    text (``... because the tablet was pricy. Option1: Phone Option2: Tablet``); None otherwise. ``quoting``: the
+    labels followed by an option's text, with that option."""
+    if any(m.label and in_range[quoted] != m.label for m, quoted in quoting):
+        return None
     masked = answer_forms.without_questions(response)
     before = [o for o in found if o.end <= recital and masked[o.start : o.end].strip()]
     filler = answer_forms.filled_option_by_sentence(response[:recital], before, len(in_range))
