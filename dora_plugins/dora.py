@@ -69,14 +69,21 @@ def weight_norm(
 
 
 def _blocks(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float):
-    """``(rows, W0[rows] + s B[rows] A)`` in the accumulation dtype, block by block of output rows."""
+    """``(rows, W0[rows] + s B[rows] A)`` in the accumulation dtype, block by block of output rows.
+
+    Every block is written into one buffer, valid until the next block is taken: one allocation per call, not one
+    per block, which glibc serves from fresh zeroed pages once blocks are above its mmap threshold (128 KiB
+    unless it has moved it up; blocks are 1 MiB on the CPU).
+    """
     acc = accumulation_dtype(weight.dtype, lora_A.dtype, lora_B.dtype)
     a, b = lora_A.to(acc), lora_B.to(acc)  # (r, in), (out, r)
     large = weight.device.type != "cpu" or torch.compiler.is_compiling()
     step = max(1, (LARGE_BLOCK_ELEMENTS if large else BLOCK_ELEMENTS) // weight.shape[1])
+    buffer = weight.new_empty((min(step, weight.shape[0]), weight.shape[1]), dtype=acc)
     for start in range(0, weight.shape[0], step):
         rows = slice(start, start + step)
-        yield rows, torch.addmm(weight[rows].to(acc), b[rows], a, alpha=scaling)  # (rows, in)
+        block = buffer[: min(step, weight.shape[0] - start)]
+        yield rows, block.copy_(weight[rows]).addmm_(b[rows], a, alpha=scaling)  # (rows, in)
 
 
 def _row_norms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
