@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -223,7 +221,7 @@ def train_rows(args: argparse.Namespace, name: str, base, dropout: float, compil
             }
         )
     del models, steps
-    gc.collect()
+    workload.release_freed_memory()
     return rows
 
 
@@ -277,7 +275,7 @@ def generation_rows(args: argparse.Namespace, name: str, base) -> list[dict]:
         for mode in GENERATION
     ]
     del models, steps
-    gc.collect()
+    workload.release_freed_memory()
     return rows
 
 
@@ -335,7 +333,7 @@ def lm_eval_rows(args: argparse.Namespace, name: str, base) -> list[dict]:
         }
         rows += _progress([row])
     del models, lms, steps
-    gc.collect()
+    workload.release_freed_memory()
     return rows
 
 
@@ -354,7 +352,7 @@ def measure(args: argparse.Namespace) -> dict:
         if args.generate and "generate" in args.generation:
             rows += _progress(generation_rows(args, name, base))
         del base
-        gc.collect()
+        workload.release_freed_memory()
         if args.output:  # what is done so far survives a run stopped later
             args.output.write_text(json.dumps({"meta": matrix_report.meta(args), "rows": rows}, indent=1) + "\n")
     return {"meta": matrix_report.meta(args), "rows": rows}
@@ -392,7 +390,4 @@ def ratio_spread(values: list[float]) -> tuple[float, float, float]:
 
 
 if __name__ == "__main__":
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # a fixed threshold: glibc gives every freed model copy back
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
-        os.execv(sys.executable, [sys.executable, "-m", "perf.matrix", *sys.argv[1:]])
     raise SystemExit(main())
