@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -390,4 +391,12 @@ def ratio_spread(values: list[float]) -> tuple[float, float, float]:
 
 
 if __name__ == "__main__":
+    # Training rows fix glibc's mmap threshold: with its adaptive default the model copies they free stay resident
+    # (SmolLM2's training rows grew a run past 13 GB, and two side by side met the OOM killer). Generation rows alone
+    # (--no-train) keep the default, as a user's process has it: with the threshold fixed at 128 KiB every larger
+    # allocation is a fresh zeroed mapping, and SmolLM2's page faults per forward then depended on allocation order.
+    options = parse_args(sys.argv[1:])
+    if options.train and not options.render and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        os.execv(sys.executable, [sys.executable, "-m", "perf.matrix", *sys.argv[1:]])
     raise SystemExit(main())

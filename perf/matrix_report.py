@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -28,7 +29,8 @@ TARGETS = {
 # In float32 the answers of ours must be PEFT's DoRA's; in bf16 rounding may change some (counted, not judged).
 EXACT_DTYPES = ("float32", "float64")
 RATIOS = ("ours/lora", "ours/peft_dora")
-SETTINGS = ("repetitions", "steps", "clock", "threads", "dtype")  # what parts of one merged run may differ in
+# What the parts of one merged run may differ in.
+SETTINGS = ("repetitions", "steps", "clock", "threads", "dtype", "allocator")
 BEGIN, END = "<!-- perf.matrix: begin (generated, do not edit) -->", "<!-- perf.matrix: end -->"
 
 
@@ -50,7 +52,14 @@ def meta(args) -> dict:
         "steps": args.steps,
         "compile_backend": args.compile_backend if args.compile else None,
         "torch": torch.__version__,
+        "allocator": allocator(),
     }
+
+
+def allocator() -> str:
+    """glibc's mmap threshold as this process runs: fixed by ``MALLOC_MMAP_THRESHOLD_``, or glibc's adaptive default."""
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    return f"mmap threshold {threshold}" if threshold else "glibc default"
 
 
 def ratios(row: dict) -> dict[str, list[float]]:
@@ -137,7 +146,7 @@ def _header(m: dict) -> str:
     return (
         (f"commits {m['commits']};" if m.get("commits") else f"commit {m['commit']}")
         + f" on {m['device']} ({m['dtype']}, {m['threads']} thread(s),"
-        f" {m['clock']} clock{compile_note});"
+        f" {m['clock']} clock, allocator {m.get('allocator', 'not recorded')}{compile_note});"
         f" {m['repetitions']} repetition(s) of {m['steps']} interleaved step(s): median ratio [lowest-highest]"
         + (f"; merged from {m['parts']} runs" if m.get("parts") else "")
         + "".join(f"; a part with {', '.join(f'{k} {v}' for k, v in part.items())}" for part in m.get("settings", []))
@@ -148,7 +157,7 @@ def merge(parts: list[dict], mixed_commits: bool = False) -> dict:
     """One result from runs of the same commit made in parts (workload by workload, eager and compiled apart).
 
     The header is the first part's (with the compile backend of a part that compiled); a part measured with
-    other repetitions, steps, clock, threads or dtype is listed in ``meta["settings"]``. Parts of different
+    other repetitions, steps, clock, threads, dtype or allocator is listed in ``meta["settings"]``. Parts of different
     commits merge only with ``mixed_commits`` (rows added at a later commit whose layer is the same); the header
     then names the kinds of rows each commit measured.
     """
@@ -181,6 +190,7 @@ def _stamped(part: dict) -> dict:
     """The part with each row's dtype set (rows of runs made before the dtype was recorded per row)."""
     for row in part["rows"]:
         row.setdefault("dtype", part["meta"]["dtype"])
+    part["meta"].setdefault("allocator", "not recorded")
     return part
 
 

@@ -193,8 +193,8 @@ def _peft_own_dora() -> Iterator[None]:
 def release_freed_memory() -> None:
     """Collect garbage and have glibc give the freed heap pages back (``malloc_trim``; elsewhere a no-op).
 
-    Timing runs keep glibc's default allocator settings, as a user's process has them; without the trim, the model
-    copies a long run frees stay resident (SmolLM2's grew a run to 9 GB).
+    Between workloads of a run under glibc's adaptive mmap threshold (:mod:`perf.matrix` without training rows),
+    which would otherwise keep the freed model copies resident.
     """
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
